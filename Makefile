@@ -1,0 +1,40 @@
+# pg_authz — every target installs what it needs first (make setup is idempotent).
+PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
+UNIT_PGDATA := /tmp/pg_authz_unit
+
+.PHONY: setup build install test lint test-unit test-regress test-integration demo demo-shell bench bench-quick fuzz clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build --release
+
+install: setup
+	cargo pgrx install --release --pg-config $(PG_CONFIG)
+
+lint: setup
+	cargo fmt --check
+	cargo clippy --all-targets --features pg_test -- -D warnings
+
+test-unit: setup
+	rm -rf $(UNIT_PGDATA) && mkdir -p $(UNIT_PGDATA) && chown postgres: $(UNIT_PGDATA)
+	cargo pgrx test pg15 --runas postgres --pgdata $(UNIT_PGDATA)/data
+
+test-regress: install
+	bash scripts/regress.sh
+
+test-integration: install
+	cargo test --test '*' -- --test-threads=2
+
+# Unit tests first: `cargo pgrx test` installs a test build, which `install` then replaces.
+test: lint test-unit test-regress test-integration
+
+demo: install
+	bash scripts/demo.sh
+
+demo-shell: install
+	bash scripts/demo.sh --shell
+
+clean:
+	cargo clean

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything pg_authz needs to build and test on a fresh Debian bookworm
+# machine: apt packages, cargo-pgrx 0.18.0, and `cargo pgrx init` against the system PostgreSQL 15.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo pgbouncer python3-venv)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Debian starts a default cluster on 5432; pg_authz's tests use their own throwaway clusters.
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q "0.18.0"; then
+    echo "setup: installing cargo-pgrx 0.18.0 (takes a few minutes)"
+    cargo install cargo-pgrx --version 0.18.0 --locked --force
+fi
+
+PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
+if ! grep -qs "pg15 = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
+    echo "setup: cargo pgrx init --pg15 $PG_CONFIG"
+    cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+echo "setup: done"

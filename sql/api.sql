@@ -1,0 +1,420 @@
+-- pg_authz management API: thin SECURITY DEFINER wrappers over the policy tables. Each one asks
+-- authz._require_manage() first (42501 before any argument is looked at), then validates, then
+-- writes. search_path is pinned so a caller's objects can never be picked up.
+
+-- Cache invalidation: any committed change to a policy table reaches every backend's caches.
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'resource_types',
+                             'role_assignments', 'rules', 'keys'] LOOP
+        EXECUTE format('CREATE TRIGGER authz_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON authz.%I
+                        FOR EACH STATEMENT EXECUTE FUNCTION authz.invalidate_caches()', t);
+    END LOOP;
+END
+$$;
+
+-- Audit of policy changes: rows written only here, never key material.
+CREATE FUNCTION authz._audit_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO authz.audit_changes (token_sub, table_name, operation, old_value, new_value)
+    VALUES (authz._audit_actor(), TG_TABLE_NAME, lower(TG_OP),
+            CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) - 'material' END,
+            CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) - 'material' END);
+    RETURN NULL;
+END
+$$;
+
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'resource_types',
+                             'role_assignments', 'rules', 'keys', 'protected'] LOOP
+        EXECUTE format('CREATE TRIGGER authz_audit AFTER INSERT OR UPDATE OR DELETE ON authz.%I
+                        FOR EACH ROW EXECUTE FUNCTION authz._audit_change()', t);
+    END LOOP;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Principals and groups
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION authz.create_principal(id text, kind text DEFAULT 'user', db_role name DEFAULT NULL)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('principals');
+    IF id IS NULL OR id = '' THEN
+        RAISE EXCEPTION 'principal id must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF kind IS NULL OR kind NOT IN ('user', 'group') THEN
+        RAISE EXCEPTION 'invalid principal kind "%"', kind USING ERRCODE = '22023', HINT = 'Use ''user'' or ''group''.';
+    END IF;
+    IF db_role IS NOT NULL AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = db_role) THEN
+        RAISE EXCEPTION 'database role "%" does not exist', db_role USING ERRCODE = '42704';
+    END IF;
+    IF EXISTS (SELECT FROM authz.principals p WHERE p.id = create_principal.id) THEN
+        RAISE EXCEPTION 'principal "%" already exists', id USING ERRCODE = '42710';
+    END IF;
+    IF db_role IS NOT NULL AND EXISTS (SELECT FROM authz.principals p WHERE p.db_role = create_principal.db_role) THEN
+        RAISE EXCEPTION 'database role "%" is already mapped to a principal', db_role USING ERRCODE = '42710';
+    END IF;
+    INSERT INTO authz.principals (id, kind, db_role) VALUES (id, kind, db_role);
+    RETURN id;
+END
+$$;
+
+CREATE FUNCTION authz.map_login(principal text, db_role name)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('principals');
+    IF db_role IS NOT NULL AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = db_role) THEN
+        RAISE EXCEPTION 'database role "%" does not exist', db_role USING ERRCODE = '42704';
+    END IF;
+    UPDATE authz.principals p SET db_role = map_login.db_role WHERE p.id = principal;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'principal "%" does not exist', principal USING ERRCODE = '23503';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION authz.drop_principal(id text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('principals');
+    DELETE FROM authz.principals p WHERE p.id = drop_principal.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'principal "%" does not exist', id USING ERRCODE = '23503';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION authz._require_principal(id text, expected_kind text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE k text;
+BEGIN
+    SELECT p.kind INTO k FROM authz.principals p WHERE p.id = _require_principal.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'principal "%" does not exist', id USING ERRCODE = '23503',
+            HINT = 'Create it with authz.create_principal().';
+    END IF;
+    IF expected_kind IS NOT NULL AND k <> expected_kind THEN
+        RAISE EXCEPTION 'principal "%" is a %, not a %', id, k, expected_kind USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION authz.add_member(group_id text, member_id text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE cycle text;
+BEGIN
+    PERFORM authz._require_manage('principals');
+    PERFORM authz._require_principal(group_id, 'group');
+    PERFORM authz._require_principal(member_id);
+    -- Would group_id become a member of itself? Walk up from group_id looking for member_id.
+    WITH RECURSIVE up(id, path) AS (
+        SELECT group_id, ARRAY[member_id, group_id]
+        UNION ALL
+        SELECT m.group_id, up.path || m.group_id
+        FROM authz.memberships m JOIN up ON m.member_id = up.id
+        WHERE NOT m.group_id = ANY(up.path[2:])
+    )
+    SELECT array_to_string(path || member_id, ' -> ') INTO cycle FROM up WHERE id = member_id LIMIT 1;
+    IF group_id = member_id OR cycle IS NOT NULL THEN
+        RAISE EXCEPTION 'group membership cycle: %', coalesce(cycle, group_id || ' -> ' || member_id)
+            USING ERRCODE = '22023', DETAIL = 'Groups may nest, but never in a circle.';
+    END IF;
+    INSERT INTO authz.memberships VALUES (group_id, member_id) ON CONFLICT DO NOTHING;
+END
+$$;
+
+CREATE FUNCTION authz.remove_member(group_id text, member_id text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('principals');
+    DELETE FROM authz.memberships m WHERE m.group_id = remove_member.group_id AND m.member_id = remove_member.member_id;
+    RETURN FOUND;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Roles
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION authz._require_role(name text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM authz.roles r WHERE r.name = _require_role.name) THEN
+        RAISE EXCEPTION 'role "%" does not exist', name USING ERRCODE = '23503',
+            HINT = 'Create it with authz.create_role().';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION authz.add_inheritance(role text, inherits text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE cycle text;
+BEGIN
+    PERFORM authz._require_manage('roles');
+    PERFORM authz._require_role(role);
+    PERFORM authz._require_role(inherits);
+    WITH RECURSIVE down(name, path) AS (
+        SELECT inherits, ARRAY[role, inherits]
+        UNION ALL
+        SELECT i.inherits, down.path || i.inherits
+        FROM authz.role_inheritance i JOIN down ON i.role = down.name
+        WHERE NOT i.inherits = ANY(down.path[2:])
+    )
+    SELECT array_to_string(path, ' -> ') INTO cycle FROM down WHERE name = role LIMIT 1;
+    IF role = inherits OR cycle IS NOT NULL THEN
+        RAISE EXCEPTION 'role inheritance cycle: %', coalesce(cycle, role || ' -> ' || inherits)
+            USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO authz.role_inheritance VALUES (role, inherits) ON CONFLICT DO NOTHING;
+END
+$$;
+
+CREATE FUNCTION authz.remove_inheritance(role text, inherits text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('roles');
+    DELETE FROM authz.role_inheritance i WHERE i.role = remove_inheritance.role AND i.inherits = remove_inheritance.inherits;
+    RETURN FOUND;
+END
+$$;
+
+CREATE FUNCTION authz.create_role(name text, inherits text[] DEFAULT '{}')
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE parent text;
+BEGIN
+    PERFORM authz._require_manage('roles');
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'role name must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF EXISTS (SELECT FROM authz.roles r WHERE r.name = create_role.name) THEN
+        RAISE EXCEPTION 'role "%" already exists', name USING ERRCODE = '42710';
+    END IF;
+    INSERT INTO authz.roles (name) VALUES (name);
+    FOREACH parent IN ARRAY coalesce(inherits, '{}') LOOP
+        PERFORM authz.add_inheritance(name, parent);
+    END LOOP;
+    RETURN name;
+END
+$$;
+
+CREATE FUNCTION authz._ensure_role(name text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('roles');
+    INSERT INTO authz.roles (name) VALUES (name) ON CONFLICT DO NOTHING;
+END
+$$;
+
+CREATE FUNCTION authz.drop_role(name text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('roles');
+    IF EXISTS (SELECT FROM authz.roles r WHERE r.name = drop_role.name AND r.builtin) THEN
+        RAISE EXCEPTION 'role "%" is built in and cannot be dropped', name USING ERRCODE = '42501';
+    END IF;
+    DELETE FROM authz.roles r WHERE r.name = drop_role.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'role "%" does not exist', name USING ERRCODE = '23503';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION authz._require_scope(resource_type text, resource_id text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (resource_type IS NULL) <> (resource_id IS NULL) THEN
+        RAISE EXCEPTION 'a scoped assignment needs both resource_type and resource_id' USING ERRCODE = '22023';
+    END IF;
+    IF resource_type IS NOT NULL AND NOT EXISTS (SELECT FROM authz.resource_types t WHERE t.name = resource_type) THEN
+        RAISE EXCEPTION 'unknown resource type "%"', resource_type USING ERRCODE = '22023',
+            HINT = 'Register it with authz.register_resource_type().';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION authz.assign_role(principal text, role text, resource_type text DEFAULT NULL, resource_id text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('principals');
+    PERFORM authz._require_principal(principal);
+    PERFORM authz._require_role(role);
+    PERFORM authz._require_scope(resource_type, resource_id);
+    INSERT INTO authz.role_assignments (principal, role, resource_type, resource_id)
+    VALUES (principal, role, resource_type, resource_id) ON CONFLICT DO NOTHING;
+END
+$$;
+
+CREATE FUNCTION authz.unassign_role(principal text, role text, resource_type text DEFAULT NULL, resource_id text DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('principals');
+    DELETE FROM authz.role_assignments a
+    WHERE a.principal = unassign_role.principal AND a.role = unassign_role.role
+      AND a.resource_type IS NOT DISTINCT FROM unassign_role.resource_type
+      AND a.resource_id IS NOT DISTINCT FROM unassign_role.resource_id;
+    RETURN FOUND;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Rules
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION authz._add_rule(role text, resource_type text, pattern text, action text, effect text)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE rule_id bigint;
+BEGIN
+    PERFORM authz._require_manage('rules');
+    PERFORM authz._require_role(role);
+    IF resource_type IS NULL THEN
+        RAISE EXCEPTION 'resource_type must not be NULL' USING ERRCODE = '22023';
+    END IF;
+    PERFORM authz._require_scope(resource_type, '');
+    PERFORM authz._validate_pattern(pattern);
+    IF action IS NULL OR action = '' OR action ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid action' USING ERRCODE = '22023', DETAIL = 'An action is a non-empty name, or *.';
+    END IF;
+    INSERT INTO authz.rules (role, resource_type, pattern, action, effect)
+    VALUES (role, resource_type, pattern, action, effect)
+    ON CONFLICT ON CONSTRAINT rules_role_resource_type_pattern_action_effect_key DO NOTHING
+    RETURNING id INTO rule_id;
+    IF rule_id IS NULL THEN
+        SELECT r.id INTO rule_id FROM authz.rules r
+        WHERE (r.role, r.resource_type, r.pattern, r.action, r.effect) = (_add_rule.role, _add_rule.resource_type, _add_rule.pattern, _add_rule.action, _add_rule.effect);
+    END IF;
+    RETURN rule_id;
+END
+$$;
+
+CREATE FUNCTION authz.allow(role text, resource_type text, pattern text, action text)
+RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT authz._add_rule(role, resource_type, pattern, action, 'allow') $$;
+
+CREATE FUNCTION authz.deny(role text, resource_type text, pattern text, action text)
+RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT authz._add_rule(role, resource_type, pattern, action, 'deny') $$;
+
+CREATE FUNCTION authz.remove_rule(role text, resource_type text, pattern text, action text)
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE n integer;
+BEGIN
+    PERFORM authz._require_manage('rules');
+    DELETE FROM authz.rules r
+    WHERE (r.role, r.resource_type, r.pattern, r.action) = (remove_rule.role, remove_rule.resource_type, remove_rule.pattern, remove_rule.action);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Casbin 'g' line: role inheritance when the first name is a role, else a role assignment.
+CREATE FUNCTION authz._casbin_group(member text, role text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._ensure_role(role);
+    IF EXISTS (SELECT FROM authz.roles r WHERE r.name = member) THEN
+        PERFORM authz.add_inheritance(member, role);
+    ELSE
+        IF NOT EXISTS (SELECT FROM authz.principals p WHERE p.id = member) THEN
+            PERFORM authz.create_principal(member);
+        END IF;
+        PERFORM authz.assign_role(member, role);
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Resource types
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION authz._require_column(tbl regclass, col name, what text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF col IS NOT NULL AND NOT EXISTS (
+        SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION '% column "%" does not exist in table %', what, col, tbl USING ERRCODE = '42703';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION authz.register_resource_type(name text, tbl regclass, id_column name,
+    parent_type text DEFAULT NULL, parent_column name DEFAULT NULL,
+    public_column name DEFAULT NULL, owner_column name DEFAULT NULL)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cycle boolean;
+BEGIN
+    PERFORM authz._require_manage('resource_types');
+    IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.-]*$' THEN
+        RAISE EXCEPTION 'invalid resource type name "%"', name USING ERRCODE = '22023',
+            DETAIL = 'Names start with a letter or underscore and contain letters, digits, _ . or -.';
+    END IF;
+    IF name = 'authz' THEN
+        RAISE EXCEPTION 'resource type "authz" is built in' USING ERRCODE = '42501';
+    END IF;
+    IF tbl IS NULL OR id_column IS NULL THEN
+        RAISE EXCEPTION 'a resource type needs a table and an id column' USING ERRCODE = '22023';
+    END IF;
+    IF (parent_type IS NULL) <> (parent_column IS NULL) THEN
+        RAISE EXCEPTION 'parent_type and parent_column go together' USING ERRCODE = '22023';
+    END IF;
+    PERFORM authz._require_column(tbl, id_column, 'id');
+    PERFORM authz._require_column(tbl, parent_column, 'parent');
+    PERFORM authz._require_column(tbl, public_column, 'public');
+    PERFORM authz._require_column(tbl, owner_column, 'owner');
+    IF public_column IS NOT NULL AND (SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = public_column) <> 'boolean'::regtype THEN
+        RAISE EXCEPTION 'public column "%" must be boolean', public_column USING ERRCODE = '42804';
+    END IF;
+    IF parent_type IS NOT NULL THEN
+        IF NOT EXISTS (SELECT FROM authz.resource_types t WHERE t.name = parent_type AND t.tbl IS NOT NULL) THEN
+            RAISE EXCEPTION 'unknown parent resource type "%"', parent_type USING ERRCODE = '23503';
+        END IF;
+        WITH RECURSIVE up(n) AS (
+            SELECT parent_type
+            UNION
+            SELECT t.parent_type FROM authz.resource_types t JOIN up ON t.name = up.n WHERE t.parent_type IS NOT NULL)
+        SELECT bool_or(n = name) INTO cycle FROM up;
+        IF cycle THEN
+            RAISE EXCEPTION 'resource type cycle: % is an ancestor of %', name, parent_type USING ERRCODE = '22023';
+        END IF;
+    END IF;
+    INSERT INTO authz.resource_types AS t (name, tbl, id_column, parent_type, parent_column, public_column, owner_column)
+    VALUES (name, tbl, id_column, parent_type, parent_column, public_column, owner_column)
+    ON CONFLICT (name) DO UPDATE SET tbl = excluded.tbl, id_column = excluded.id_column,
+        parent_type = excluded.parent_type, parent_column = excluded.parent_column,
+        public_column = excluded.public_column, owner_column = excluded.owner_column;
+    -- Rows added to or removed from the resource table change permission sets: invalidate on commit.
+    EXECUTE format('DROP TRIGGER IF EXISTS authz_invalidate ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER authz_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION authz.invalidate_caches()', tbl);
+    RETURN name;
+END
+$$;
+
+CREATE FUNCTION authz.unregister_resource_type(name text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE t regclass;
+BEGIN
+    PERFORM authz._require_manage('resource_types');
+    IF EXISTS (SELECT FROM authz.protected p WHERE p.resource_type = name) THEN
+        RAISE EXCEPTION 'resource type "%" still protects tables', name USING ERRCODE = '2BP01',
+            HINT = 'Run authz.unprotect() on them first.';
+    END IF;
+    DELETE FROM authz.resource_types r WHERE r.name = unregister_resource_type.name AND r.name <> 'authz' RETURNING r.tbl INTO t;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown resource type "%"', name USING ERRCODE = '22023';
+    END IF;
+    IF t IS NOT NULL AND NOT EXISTS (SELECT FROM authz.resource_types r WHERE r.tbl = t) THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS authz_invalidate ON %s', t);
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION authz._audit_change(), authz._require_principal(text, text), authz._require_role(text),
+    authz._require_scope(text, text), authz._require_column(regclass, name, text), authz._casbin_group(text, text),
+    authz._ensure_role(text), authz._add_rule(text, text, text, text, text) FROM PUBLIC;

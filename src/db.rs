@@ -1,0 +1,99 @@
+//! Small helpers for talking to PostgreSQL from Rust: running SPI as a superuser (the policy
+//! tables and registered resource tables are read on behalf of callers who may not read them),
+//! and who the caller really is.
+
+use std::ffi::CStr;
+
+use pgrx::prelude::*;
+
+use crate::errors::{AuthzError, AuthzResult};
+
+/// Run `f` with the bootstrap superuser as current user. Superusers bypass row-level security, so
+/// reading a protected resource table here cannot recurse into our own policies. PostgreSQL
+/// restores the previous user on error (transaction abort), and we restore it on success.
+pub fn as_superuser<T>(f: impl FnOnce() -> T) -> T {
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context = 0;
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let result = f();
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+    }
+    result
+}
+
+/// The role the caller acts as, ignoring any SECURITY DEFINER function on the stack: privilege
+/// checks inside our own definer functions must judge the caller, not the function's owner.
+pub fn outer_user() -> pg_sys::Oid {
+    unsafe { pg_sys::GetOuterUserId() }
+}
+
+pub fn session_user() -> pg_sys::Oid {
+    unsafe { pg_sys::GetSessionUserId() }
+}
+
+pub fn role_name(oid: pg_sys::Oid) -> String {
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(oid, true);
+        if name.is_null() {
+            format!("oid {}", oid.to_u32())
+        } else {
+            CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
+    }
+}
+
+pub fn is_superuser(role: pg_sys::Oid) -> bool {
+    unsafe { pg_sys::superuser_arg(role) }
+}
+
+/// Member of `authz_admin` (directly or through other roles, inherited or not).
+pub fn is_authz_admin(role: pg_sys::Oid) -> bool {
+    unsafe {
+        let admin = pg_sys::get_role_oid(c"authz_admin".as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(role, admin)
+    }
+}
+
+/// Superuser or `authz_admin` member: may always manage pg_authz.
+pub fn is_privileged(role: pg_sys::Oid) -> bool {
+    is_superuser(role) || is_authz_admin(role)
+}
+
+/// Quote an identifier exactly as PostgreSQL's quote_ident() does.
+pub fn quote_ident(ident: &str) -> String {
+    match std::ffi::CString::new(ident) {
+        Ok(c) => unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())).to_string_lossy().into_owned() },
+        // PostgreSQL names cannot contain NUL; quote defensively anyway.
+        Err(_) => format!("\"{}\"", ident.replace('\0', "").replace('"', "\"\"")),
+    }
+}
+
+/// Quote a string literal (standard_conforming_strings on; E'' never needed since we double quotes
+/// and reject NUL, which PostgreSQL text cannot hold anyway).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Look up a relation's schema-qualified, quoted name.
+pub fn qualified_name(rel: pg_sys::Oid) -> AuthzResult<String> {
+    unsafe {
+        let relname = pg_sys::get_rel_name(rel);
+        if relname.is_null() {
+            return Err(AuthzError::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("relation with OID {} does not exist", rel.to_u32()),
+            ));
+        }
+        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(rel));
+        let relname = CStr::from_ptr(relname).to_string_lossy();
+        let nsp = if nsp.is_null() { "".into() } else { CStr::from_ptr(nsp).to_string_lossy() };
+        Ok(format!("{}.{}", quote_ident(&nsp), quote_ident(&relname)))
+    }
+}

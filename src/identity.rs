@@ -1,0 +1,147 @@
+//! Who is asking. A verified token if `authz.token` is set; else the principal mapped to
+//! `session_user` (not `current_user`, which SET ROLE and SECURITY DEFINER functions change);
+//! else anonymous. There is no other way in: claims only ever come out of a verified token.
+
+use std::rc::Rc;
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+use crate::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::token::{self, VerifiedToken};
+use crate::{db, gucs, model};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Source {
+    Token,
+    Login,
+    Anonymous,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Token => "token",
+            Source::Login => "login",
+            Source::Anonymous => "anonymous",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub source: Source,
+    /// The principal id: the token's user claim, or the principal mapped to the login.
+    pub user_id: Option<String>,
+    pub token: Option<Rc<VerifiedToken>>,
+}
+
+impl Identity {
+    pub fn authenticated(&self) -> bool {
+        self.source != Source::Anonymous
+    }
+
+    pub fn anonymous() -> Self {
+        Identity { source: Source::Anonymous, user_id: None, token: None }
+    }
+}
+
+/// Establish the current identity, verifying the token if one is set. A bad token is an error,
+/// never a fall-back to the login identity.
+pub fn current() -> AuthzResult<Identity> {
+    if let Some(raw) = gucs::token() {
+        let t = token::verify(raw)?;
+        return Ok(Identity { source: Source::Token, user_id: Some(t.user_id.clone()), token: Some(t) });
+    }
+    match model::principal_for_role(db::session_user())? {
+        Some(principal) => Ok(Identity { source: Source::Login, user_id: Some(principal), token: None }),
+        None => Ok(Identity::anonymous()),
+    }
+}
+
+fn set_token(value: &str, local: bool) -> AuthzResult<()> {
+    Spi::run_with_args("SELECT pg_catalog.set_config('authz.token', $1, $2)", &[value.into(), local.into()])?;
+    Ok(())
+}
+
+/// Verify `token` and make it the caller's identity, transaction-local by default so that a
+/// transaction pooler can never hand it to the next client.
+#[pg_extern(volatile)]
+fn login(token: &str, local: default!(bool, "true")) -> String {
+    let verified = token::verify(token.as_bytes()).or_raise();
+    if local && unsafe { !pg_sys::IsTransactionBlock() } {
+        pgrx::warning!(
+            "authz.login() outside a transaction block only lasts until the end of this statement; use BEGIN first, or authz.login(token, false) on a dedicated connection"
+        );
+    }
+    set_token(token, local).map_err(AuthzError::from).or_raise();
+    verified.user_id.clone()
+}
+
+/// Forget the token (in the same scope it was set: pass `local => false` for a session token).
+#[pg_extern(volatile)]
+fn logout(local: default!(bool, "true")) {
+    set_token("", local).or_raise();
+}
+
+/// The current principal id; NULL for an anonymous caller.
+#[pg_extern(stable, parallel_safe)]
+fn user_id() -> Option<String> {
+    current().or_raise().user_id
+}
+
+/// The verified token's claims; an empty object without a token.
+#[pg_extern(stable, parallel_safe)]
+fn claims() -> JsonB {
+    JsonB(current().or_raise().token.map(|t| t.claims.clone()).unwrap_or_else(|| json!({})))
+}
+
+/// One claim by dotted path (`realm_access.roles`); strings unquoted, other values as JSON.
+#[pg_extern(stable, parallel_safe)]
+fn claim(path: &str) -> Option<String> {
+    let identity = current().or_raise();
+    let token = identity.token?;
+    match token::lookup_path(&token.claims, path)? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Everything known about the caller's identity (never the token itself).
+#[pg_extern(stable, parallel_safe)]
+fn identity() -> JsonB {
+    let identity = current().or_raise();
+    let mut out = json!({
+        "source": identity.source.as_str(),
+        "user_id": identity.user_id,
+        "session_user": db::role_name(db::session_user()),
+    });
+    if let Some(t) = &identity.token {
+        out["kid"] = json!(t.kid);
+        out["iss"] = json!(t.iss);
+        out["exp"] = json!(t.exp);
+    }
+    JsonB(out)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn anonymous_without_token_or_mapping() {
+        let source = Spi::get_one::<String>("SELECT authz.identity()->>'source'").unwrap();
+        assert_eq!(source.as_deref(), Some("anonymous"));
+        assert_eq!(Spi::get_one::<String>("SELECT authz.user_id()").unwrap(), None);
+    }
+
+    #[pg_test]
+    fn login_mapping_uses_session_user() {
+        Spi::run("SELECT authz.create_principal('dba', 'user', session_user)").unwrap();
+        assert_eq!(Spi::get_one::<String>("SELECT authz.user_id()").unwrap().as_deref(), Some("dba"));
+        assert_eq!(Spi::get_one::<String>("SELECT authz.identity()->>'source'").unwrap().as_deref(), Some("login"));
+    }
+}

@@ -1,0 +1,270 @@
+//! Verification keys: stored in `authz.keys` (never readable by PUBLIC, never a setting), loaded
+//! once per cache generation. The algorithm belongs to the key, never to the token.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use pgrx::prelude::*;
+
+use crate::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::{cache, db};
+
+pub struct Key {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub decoding: DecodingKey,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+pub struct KeySet {
+    generation: u64,
+    pub keys: HashMap<String, Rc<Key>>,
+}
+
+thread_local! {
+    static KEYS: RefCell<Option<Rc<KeySet>>> = const { RefCell::new(None) };
+}
+
+pub const ALGORITHMS: &[&str] = &[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+    "EdDSA",
+];
+
+pub fn parse_alg(alg: &str) -> AuthzResult<Algorithm> {
+    let parsed = match alg {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => {
+            return Err(AuthzError::invalid(format!("unsupported algorithm \"{}\"", printable(alg, 32)))
+                .hint(format!("Use one of {}.", ALGORITHMS.join(", "))))
+        }
+    };
+    Ok(parsed)
+}
+
+fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+/// Build the decoding key, refusing material that does not fit the algorithm.
+fn decoding_key(alg: Algorithm, format: &str, material: &str) -> AuthzResult<DecodingKey> {
+    let bad = |why: String| AuthzError::invalid(format!("key is not usable for {alg:?}")).detail(why);
+    match format {
+        "secret" => {
+            if !is_hmac(alg) {
+                return Err(bad("a shared secret can only be used with HS256, HS384 or HS512".into()));
+            }
+            if material.contains("-----BEGIN") {
+                return Err(bad("this looks like a PEM key, not a shared secret".into())
+                    .hint("Register public keys with their RS*, PS*, ES* or EdDSA algorithm."));
+            }
+            if material.len() < 32 {
+                return Err(AuthzError::invalid("HMAC secret is too short")
+                    .detail(format!("The secret has {} bytes; RFC 7518 section 3.2 requires at least 32.", material.len()))
+                    .hint("Generate one with: SELECT encode(gen_random_bytes(32), 'base64') (pgcrypto)."));
+            }
+            Ok(DecodingKey::from_secret(material.as_bytes()))
+        }
+        "pem" => {
+            let key = match alg {
+                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384
+                | Algorithm::PS512 => DecodingKey::from_rsa_pem(material.as_bytes()),
+                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(material.as_bytes()),
+                Algorithm::EdDSA => DecodingKey::from_ed_pem(material.as_bytes()),
+                _ => return Err(bad("a PEM key cannot be an HMAC secret".into())),
+            };
+            key.map_err(|e| bad(format!("the PEM public key could not be parsed: {e}")))
+        }
+        "jwk" => {
+            let jwk: Jwk = serde_json::from_str(material).map_err(|e| bad(format!("invalid JWK: {e}")))?;
+            DecodingKey::from_jwk(&jwk).map_err(|e| bad(format!("invalid JWK: {e}")))
+        }
+        other => Err(bad(format!("unknown key format {other}"))),
+    }
+}
+
+/// The current key set, reloaded when any backend changed `authz.keys`.
+pub fn current() -> AuthzResult<Rc<KeySet>> {
+    let generation = cache::generation();
+    if let Some(set) = KEYS.with(|k| k.borrow().clone()) {
+        if set.generation == generation {
+            return Ok(set);
+        }
+    }
+    let set = Rc::new(load(generation)?);
+    KEYS.with(|k| *k.borrow_mut() = Some(set.clone()));
+    Ok(set)
+}
+
+fn load(generation: u64) -> AuthzResult<KeySet> {
+    let rows: Vec<(String, String, String, String, Option<String>, Option<String>)> = db::as_superuser(|| {
+        Spi::connect(|client| {
+            let table = client.select(
+                "SELECT kid, alg, key_format, material, issuer, audience FROM authz.keys",
+                None,
+                &[],
+            )?;
+            let mut rows = Vec::new();
+            for row in table {
+                rows.push((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                    row.get::<String>(4)?.unwrap_or_default(),
+                    row.get::<String>(5)?,
+                    row.get::<String>(6)?,
+                ));
+            }
+            Ok::<_, pgrx::spi::SpiError>(rows)
+        })
+    })?;
+    cache::watch(crate::model::policy_table_oids());
+    let mut keys = HashMap::new();
+    for (kid, alg, format, material, issuer, audience) in rows {
+        // A stored key was validated when added; one that no longer parses is skipped, not fatal.
+        let Ok(alg) = parse_alg(&alg) else { continue };
+        let Ok(decoding) = decoding_key(alg, &format, &material) else { continue };
+        keys.insert(kid.clone(), Rc::new(Key { kid, alg, decoding, issuer, audience }));
+    }
+    Ok(KeySet { generation, keys })
+}
+
+/// Keys are managed by superusers and `authz_admin` members only; checked before any input.
+fn require_key_admin() -> AuthzResult<()> {
+    let caller = db::outer_user();
+    if db::is_privileged(caller) {
+        Ok(())
+    } else {
+        Err(AuthzError::privilege("permission denied to manage pg_authz keys")
+            .detail(format!("Role \"{}\" is neither a superuser nor a member of authz_admin.", db::role_name(caller)))
+            .hint("Ask a superuser to GRANT authz_admin TO your role."))
+    }
+}
+
+fn validate_kid(kid: &str) -> AuthzResult<()> {
+    if kid.is_empty() || kid.len() > 256 || kid.chars().any(|c| c.is_control()) {
+        return Err(AuthzError::invalid("invalid key id")
+            .detail("A kid must be 1 to 256 characters without control characters."));
+    }
+    Ok(())
+}
+
+fn store(
+    kid: &str,
+    alg: &str,
+    format: &str,
+    material: &str,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> AuthzResult<()> {
+    db::as_superuser(|| {
+        Spi::run_with_args(
+            "INSERT INTO authz.keys (kid, alg, key_format, material, issuer, audience) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (kid) DO UPDATE SET alg = excluded.alg, key_format = excluded.key_format,
+                 material = excluded.material, issuer = excluded.issuer, audience = excluded.audience,
+                 created_at = now()",
+            &[kid.into(), alg.into(), format.into(), material.into(), issuer.into(), audience.into()],
+        )
+    })?;
+    Ok(())
+}
+
+/// Register (or replace) a verification key: an HMAC secret or a PEM public key.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn add_key(
+    kid: &str,
+    alg: &str,
+    key: &str,
+    issuer: default!(Option<&str>, "NULL"),
+    audience: default!(Option<&str>, "NULL"),
+) -> String {
+    require_key_admin().or_raise();
+    validate_kid(kid).or_raise();
+    let algorithm = parse_alg(alg).or_raise();
+    let format = if is_hmac(algorithm) { "secret" } else { "pem" };
+    decoding_key(algorithm, format, key).or_raise();
+    store(kid, alg, format, key, issuer, audience).or_raise();
+    kid.to_string()
+}
+
+fn jwk_algorithm(jwk: &Jwk) -> AuthzResult<Algorithm> {
+    if let Some(alg) = jwk.common.key_algorithm {
+        return parse_alg(&format!("{alg:?}"));
+    }
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Ok(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Ok(Algorithm::ES256),
+            EllipticCurve::P384 => Ok(Algorithm::ES384),
+            _ => Err(AuthzError::invalid("unsupported elliptic curve in JWK")),
+        },
+        AlgorithmParameters::OctetKeyPair(_) => Ok(Algorithm::EdDSA),
+        AlgorithmParameters::OctetKey(_) => {
+            Err(AuthzError::invalid("symmetric (oct) keys are not imported from a JWKS").hint("Use authz.add_key() for HMAC secrets."))
+        }
+    }
+}
+
+/// Import every RSA, EC and OKP key of an identity provider's JWKS, keeping each `kid`.
+/// All or nothing: one unusable key rejects the whole set.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn add_jwks(jwks: pgrx::JsonB) -> Vec<String> {
+    require_key_admin().or_raise();
+    let set: JwkSet = serde_json::from_value(jwks.0)
+        .map_err(|e| AuthzError::invalid("not a JWKS document").detail(e.to_string()).hint("Expected {\"keys\": [ ... ]}."))
+        .or_raise();
+    let mut prepared = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| AuthzError::invalid(format!("JWKS key #{} has no kid", i + 1)))
+            .or_raise();
+        validate_kid(&kid).or_raise();
+        let alg = jwk_algorithm(jwk).or_raise();
+        let material = serde_json::to_string(jwk).unwrap_or_default();
+        decoding_key(alg, "jwk", &material).or_raise();
+        prepared.push((kid, format!("{alg:?}"), material));
+    }
+    for (kid, alg, material) in &prepared {
+        store(kid, alg, "jwk", material, None, None).or_raise();
+    }
+    prepared.into_iter().map(|(kid, _, _)| kid).collect()
+}
+
+/// Remove a key: tokens signed with it stop verifying in every backend at commit.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn revoke_key(kid: &str) -> bool {
+    require_key_admin().or_raise();
+    let removed = db::as_superuser(|| {
+        Spi::get_one_with_args::<String>("DELETE FROM authz.keys WHERE kid = $1 RETURNING kid", &[kid.into()])
+    });
+    matches!(removed, Ok(Some(_)))
+}
+
+/// A short, safe rendering of an untrusted string for error messages.
+pub fn printable(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).flat_map(|c| c.escape_debug()).collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,455 @@
+//! The policy model as loaded from the policy tables: roles and their inheritance, rules,
+//! resource types and, lazily, each registered type's id hierarchy read from the application's
+//! own table. Everything is cached per backend and dropped when the cache generation moves.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use pgrx::prelude::*;
+
+use crate::errors::{AuthzError, AuthzResult};
+use crate::{cache, db};
+
+pub const POLICY_TABLES: &[&str] =
+    &["principals", "memberships", "roles", "role_inheritance", "resource_types", "role_assignments", "rules", "keys"];
+
+/// OIDs of the policy tables, for the invalidation watch list.
+pub fn policy_table_oids() -> Vec<pg_sys::Oid> {
+    let mut out = Vec::new();
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"authz".as_ptr(), true);
+        if nsp == pg_sys::InvalidOid {
+            return out;
+        }
+        for t in POLICY_TABLES {
+            if let Ok(name) = std::ffi::CString::new(*t) {
+                let oid = pg_sys::get_relname_relid(name.as_ptr(), nsp);
+                if oid != pg_sys::InvalidOid {
+                    out.push(oid);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A rule's id pattern: exact, `*`, or a glob with `*` and `?` (`\` escapes either).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pattern {
+    Any,
+    Exact(String),
+    Glob(Vec<GlobToken>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GlobToken {
+    Char(char),
+    AnyOne,
+    AnyRun,
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> AuthzResult<Pattern> {
+        if text.is_empty() || text.chars().any(|c| c.is_control()) {
+            return Err(AuthzError::invalid("malformed pattern")
+                .detail("A pattern is a non-empty id, \"*\", or a glob using * and ? without control characters."));
+        }
+        if text == "*" {
+            return Ok(Pattern::Any);
+        }
+        let mut tokens = Vec::new();
+        let mut wild = false;
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(escaped) => tokens.push(GlobToken::Char(escaped)),
+                    None => {
+                        return Err(AuthzError::invalid(format!("malformed pattern \"{}\"", crate::keys::printable(text, 64)))
+                            .detail("The pattern ends with an unfinished escape (\\)."))
+                    }
+                },
+                '*' => {
+                    wild = true;
+                    if tokens.last() != Some(&GlobToken::AnyRun) {
+                        tokens.push(GlobToken::AnyRun);
+                    }
+                }
+                '?' => {
+                    wild = true;
+                    tokens.push(GlobToken::AnyOne);
+                }
+                c => tokens.push(GlobToken::Char(c)),
+            }
+        }
+        if wild {
+            Ok(Pattern::Glob(tokens))
+        } else {
+            Ok(Pattern::Exact(tokens.iter().map(|t| if let GlobToken::Char(c) = t { *c } else { '?' }).collect()))
+        }
+    }
+
+    pub fn matches(&self, id: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Exact(s) => s == id,
+            Pattern::Glob(tokens) => glob_match(tokens, &id.chars().collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// Iterative wildcard matching with single backtrack point: linear in practice, no recursion.
+fn glob_match(pattern: &[GlobToken], text: &[char]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(GlobToken::AnyRun) => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(GlobToken::AnyOne) => {
+                p += 1;
+                t += 1;
+            }
+            Some(GlobToken::Char(c)) if *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    while pattern.get(p) == Some(&GlobToken::AnyRun) {
+        p += 1;
+    }
+    p == pattern.len()
+}
+
+pub fn action_matches(rule_action: &str, action: &str) -> bool {
+    rule_action == "*" || rule_action == action
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub id: i64,
+    pub role: String,
+    pub resource_type: String,
+    pub pattern_text: String,
+    pub pattern: Pattern,
+    pub action: String,
+    pub allow: bool,
+}
+
+impl Rule {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} {}:{} {}",
+            if self.allow { "allow" } else { "deny" },
+            self.role,
+            self.resource_type,
+            self.pattern_text,
+            self.action
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct ResourceType {
+    pub name: String,
+    pub table: Option<pg_sys::Oid>,
+    pub id_column: Option<String>,
+    pub parent_type: Option<String>,
+    pub parent_column: Option<String>,
+    pub public_column: Option<String>,
+    pub owner_column: Option<String>,
+}
+
+/// The ids of one registered resource type, with their parents and effective public flag.
+#[derive(Debug, Default)]
+pub struct Hierarchy {
+    pub ids: Vec<String>,
+    pub index: HashMap<String, u32>,
+    /// Index into the parent type's hierarchy.
+    pub parent: Vec<Option<u32>>,
+    /// For each id of the parent type, the ids of this type under it.
+    pub children_of_parent: HashMap<u32, Vec<u32>>,
+    /// Public through its own flag or any ancestor's.
+    pub public: Vec<bool>,
+}
+
+pub struct Model {
+    pub generation: u64,
+    pub inherits: HashMap<String, Vec<String>>,
+    pub rules_by_role: HashMap<String, Vec<Rc<Rule>>>,
+    pub types: HashMap<String, Rc<ResourceType>>,
+    hierarchies: RefCell<HashMap<String, Rc<Hierarchy>>>,
+    logins: RefCell<HashMap<u32, Option<String>>>,
+}
+
+thread_local! {
+    static MODEL: RefCell<Option<Rc<Model>>> = const { RefCell::new(None) };
+}
+
+/// The current model, reloaded after any committed policy change.
+pub fn current() -> AuthzResult<Rc<Model>> {
+    let generation = cache::generation();
+    if let Some(m) = MODEL.with(|m| m.borrow().clone()) {
+        if m.generation == generation {
+            return Ok(m);
+        }
+    }
+    let model = Rc::new(load(generation)?);
+    MODEL.with(|m| *m.borrow_mut() = Some(model.clone()));
+    Ok(model)
+}
+
+type TypeRow = (String, Option<u32>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
+
+fn load(generation: u64) -> AuthzResult<Model> {
+    cache::watch(policy_table_oids());
+    let (inheritance, rules, types) = db::as_superuser(|| {
+        Spi::connect(|client| {
+            let mut inheritance = Vec::new();
+            for row in client.select("SELECT role, inherits FROM authz.role_inheritance ORDER BY 1, 2", None, &[])? {
+                inheritance.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+            }
+            let mut rules = Vec::new();
+            for row in client.select(
+                "SELECT id, role, resource_type, pattern, action, effect FROM authz.rules ORDER BY id",
+                None,
+                &[],
+            )? {
+                rules.push((
+                    row.get::<i64>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                    row.get::<String>(4)?.unwrap_or_default(),
+                    row.get::<String>(5)?.unwrap_or_default(),
+                    row.get::<String>(6)?.unwrap_or_default(),
+                ));
+            }
+            let mut types: Vec<TypeRow> = Vec::new();
+            for row in client.select(
+                "SELECT name, tbl::oid::int8, id_column::text, parent_type, parent_column::text, public_column::text, owner_column::text
+                 FROM authz.resource_types",
+                None,
+                &[],
+            )? {
+                types.push((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<i64>(2)?.map(|o| o as u32),
+                    row.get::<String>(3)?,
+                    row.get::<String>(4)?,
+                    row.get::<String>(5)?,
+                    row.get::<String>(6)?,
+                    row.get::<String>(7)?,
+                ));
+            }
+            Ok::<_, pgrx::spi::SpiError>((inheritance, rules, types))
+        })
+    })?;
+
+    let mut inherits: HashMap<String, Vec<String>> = HashMap::new();
+    for (role, parent) in inheritance {
+        inherits.entry(role).or_default().push(parent);
+    }
+    let mut rules_by_role: HashMap<String, Vec<Rc<Rule>>> = HashMap::new();
+    for (id, role, resource_type, pattern_text, action, effect) in rules {
+        // Patterns were validated on the way in; an unparsable one can only match nothing.
+        let Ok(pattern) = Pattern::parse(&pattern_text) else { continue };
+        rules_by_role.entry(role.clone()).or_default().push(Rc::new(Rule {
+            id,
+            role,
+            resource_type,
+            pattern_text,
+            pattern,
+            action,
+            allow: effect == "allow",
+        }));
+    }
+    let mut type_map = HashMap::new();
+    let mut table_oids = Vec::new();
+    for (name, tbl, id_column, parent_type, parent_column, public_column, owner_column) in types {
+        let table = tbl.map(pg_sys::Oid::from);
+        table_oids.extend(table);
+        type_map.insert(
+            name.clone(),
+            Rc::new(ResourceType { name, table, id_column, parent_type, parent_column, public_column, owner_column }),
+        );
+    }
+    cache::watch(table_oids);
+    Ok(Model {
+        generation,
+        inherits,
+        rules_by_role,
+        types: type_map,
+        hierarchies: RefCell::new(HashMap::new()),
+        logins: RefCell::new(HashMap::new()),
+    })
+}
+
+impl Model {
+    pub fn resource_type(&self, name: &str) -> AuthzResult<Rc<ResourceType>> {
+        self.types.get(name).cloned().ok_or_else(|| {
+            AuthzError::invalid(format!("unknown resource type \"{}\"", crate::keys::printable(name, 64)))
+                .hint("Register it with authz.register_resource_type().")
+        })
+    }
+
+    /// The type and its ancestors, nearest first.
+    pub fn type_chain(&self, name: &str) -> AuthzResult<Vec<Rc<ResourceType>>> {
+        let mut chain = vec![self.resource_type(name)?];
+        while let Some(parent) = chain.last().and_then(|t| t.parent_type.clone()) {
+            if chain.iter().any(|t| t.name == parent) || chain.len() > 32 {
+                return Err(AuthzError::config(format!("resource type \"{name}\" has a cyclic parent chain")));
+            }
+            chain.push(self.resource_type(&parent)?);
+        }
+        Ok(chain)
+    }
+
+    /// Role and everything it inherits, each with the path that led to it (role first).
+    pub fn role_closure(&self, role: &str) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut stack = vec![vec![role.to_string()]];
+        while let Some(path) = stack.pop() {
+            let Some(last) = path.last() else { continue };
+            if !seen.insert(last.clone()) {
+                continue;
+            }
+            if let Some(parents) = self.inherits.get(last) {
+                for p in parents.iter().rev() {
+                    let mut next = path.clone();
+                    next.push(p.clone());
+                    stack.push(next);
+                }
+            }
+            out.push(path);
+        }
+        out
+    }
+
+    pub fn hierarchy(&self, type_name: &str) -> AuthzResult<Rc<Hierarchy>> {
+        if let Some(h) = self.hierarchies.borrow().get(type_name) {
+            return Ok(h.clone());
+        }
+        let rt = self.resource_type(type_name)?;
+        let parent = match &rt.parent_type {
+            Some(p) => {
+                self.type_chain(type_name)?;
+                Some(self.hierarchy(p)?)
+            }
+            None => None,
+        };
+        let h = Rc::new(load_hierarchy(&rt, parent.as_deref())?);
+        self.hierarchies.borrow_mut().insert(type_name.to_string(), h.clone());
+        Ok(h)
+    }
+
+    /// The principal mapped to a database login, if any.
+    pub fn principal_for_role(&self, role: pg_sys::Oid) -> AuthzResult<Option<String>> {
+        if let Some(p) = self.logins.borrow().get(&role.to_u32()) {
+            return Ok(p.clone());
+        }
+        let name = db::role_name(role);
+        let principal = db::as_superuser(|| {
+            Spi::get_one_with_args::<String>("SELECT id FROM authz.principals WHERE db_role = $1::name", &[name.into()])
+        })?;
+        self.logins.borrow_mut().insert(role.to_u32(), principal.clone());
+        Ok(principal)
+    }
+}
+
+pub fn principal_for_role(role: pg_sys::Oid) -> AuthzResult<Option<String>> {
+    current()?.principal_for_role(role)
+}
+
+fn load_hierarchy(rt: &ResourceType, parent: Option<&Hierarchy>) -> AuthzResult<Hierarchy> {
+    let (Some(table), Some(id_column)) = (rt.table, rt.id_column.as_ref()) else {
+        return Err(AuthzError::invalid(format!("resource type \"{}\" has no table", rt.name))
+            .detail("Its permissions can be checked with authz.check() but its ids cannot be listed."));
+    };
+    let table_name = db::qualified_name(table)
+        .map_err(|e| AuthzError::config(format!("the table of resource type \"{}\" is gone", rt.name)).detail(e.message))?;
+    let parent_expr = match &rt.parent_column {
+        Some(c) => format!("{}::text", db::quote_ident(c)),
+        None => "NULL::text".into(),
+    };
+    let public_expr = match &rt.public_column {
+        Some(c) => format!("coalesce({}, false)", db::quote_ident(c)),
+        None => "false".into(),
+    };
+    let query = format!(
+        "SELECT {id}::text, {parent_expr}, {public_expr} FROM {table_name} WHERE {id} IS NOT NULL",
+        id = db::quote_ident(id_column)
+    );
+    let rows: Vec<(String, Option<String>, bool)> = db::as_superuser(|| {
+        Spi::connect(|client| {
+            let mut rows = Vec::new();
+            for row in client.select(query.as_str(), None, &[])? {
+                rows.push((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?,
+                    row.get::<bool>(3)?.unwrap_or(false),
+                ));
+            }
+            Ok::<_, pgrx::spi::SpiError>(rows)
+        })
+    })
+    .map_err(|e| {
+        AuthzError::config(format!("cannot read the ids of resource type \"{}\"", rt.name)).detail(e.to_string())
+    })?;
+    let mut h = Hierarchy::default();
+    for (id, parent_id, public) in rows {
+        if h.index.contains_key(&id) {
+            continue;
+        }
+        let i = h.ids.len() as u32;
+        let parent_idx = match (parent, parent_id) {
+            (Some(p), Some(pid)) => p.index.get(&pid).copied(),
+            _ => None,
+        };
+        let inherited_public = match (parent, parent_idx) {
+            (Some(p), Some(pi)) => p.public[pi as usize],
+            _ => false,
+        };
+        if let Some(pi) = parent_idx {
+            h.children_of_parent.entry(pi).or_default().push(i);
+        }
+        h.index.insert(id.clone(), i);
+        h.ids.push(id);
+        h.parent.push(parent_idx);
+        h.public.push(public || inherited_public);
+    }
+    Ok(h)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::Pattern;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn globs_match_like_casbin_key_match() {
+        let p = Pattern::parse("lb12345-*").unwrap();
+        assert!(p.matches("lb12345-20"));
+        assert!(!p.matches("lb12346-20"));
+        let q = Pattern::parse("s?-*-x").unwrap();
+        assert!(q.matches("s1-abc-x"));
+        assert!(!q.matches("s12-abc-x"));
+        assert_eq!(Pattern::parse("a\\*b").unwrap(), Pattern::Exact("a*b".into()));
+        assert!(Pattern::parse("").is_err());
+        assert!(Pattern::parse("bad\\").is_err());
+        assert!(Pattern::parse("*").unwrap().matches("anything"));
+    }
+}

@@ -1,0 +1,370 @@
+//! The functions the row-level security policies call: `authz.permits(id, resource_type, action)`
+//! for bigint, integer, uuid and text ids.
+//!
+//! Per row they cost a pointer compare and a set lookup: the permission set is resolved once per
+//! statement per call site (kept in `fn_extra`, which lives as long as the executor's query
+//! context) and re-resolved only if the token or the policy changes mid-statement. A planner
+//! support function tells the planner how selective the set really is (the measured failure of
+//! `= ANY((SELECT f()))` is a blind estimate) and turns the call into an index condition
+//! `id = ANY(authz.permitted_*_ids(type, action))`, evaluated once at scan start.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+
+use pgrx::fcinfo::{pg_getarg, pg_getarg_datum_raw};
+use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
+
+use crate::errors::OrRaise;
+use crate::resolve::{self, Permitted};
+use crate::{audit, cache, gucs, identity};
+
+/// Integer ids are already well distributed; a multiply-shift hash is all a set of them needs.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26);
+    }
+}
+
+type FastSet<T> = HashSet<T, BuildHasherDefault<IdHasher>>;
+
+/// Integer ids: a bitmap when they are dense (the usual serial ids), a hash set otherwise.
+pub enum IntSet {
+    Dense { min: i64, bits: Vec<u64> },
+    Sparse(FastSet<i64>),
+}
+
+impl IntSet {
+    pub fn build(ids: &[String]) -> IntSet {
+        let values: Vec<i64> = ids.iter().filter_map(|s| s.parse::<i64>().ok()).collect();
+        let (Some(&min), Some(&max)) = (values.iter().min(), values.iter().max()) else {
+            return IntSet::Sparse(FastSet::default());
+        };
+        let span = (max as i128 - min as i128) as u128 + 1;
+        if span <= (values.len() as u128) * 64 + 4096 {
+            let mut bits = vec![0u64; span.div_ceil(64) as usize];
+            for v in values {
+                let off = (v - min) as u64;
+                bits[(off / 64) as usize] |= 1 << (off % 64);
+            }
+            IntSet::Dense { min, bits }
+        } else {
+            IntSet::Sparse(values.into_iter().collect())
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, v: i64) -> bool {
+        match self {
+            IntSet::Dense { min, bits } => {
+                let Some(off) = v.checked_sub(*min) else { return false };
+                if off < 0 {
+                    return false;
+                }
+                let off = off as u64;
+                bits.get((off / 64) as usize).is_some_and(|w| w & (1 << (off % 64)) != 0)
+            }
+            IntSet::Sparse(set) => set.contains(&v),
+        }
+    }
+}
+
+/// Canonical 16-byte form of a uuid written as text (hyphens and braces optional, any case).
+pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-' && *b != b'{' && *b != b'}').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+enum TypedSet {
+    Int(Rc<IntSet>),
+    Uuid(Rc<FastSet<[u8; 16]>>),
+    Text(Rc<FastSet<Vec<u8>>>),
+}
+
+#[derive(Clone, Copy)]
+enum IdKind {
+    Int8,
+    Int4,
+    Uuid,
+    Text,
+}
+
+/// What one call site remembers for the rest of the statement.
+struct CallState {
+    epoch: u64,
+    generation: u64,
+    set: TypedSet,
+}
+
+fn typed_set(p: &Permitted, kind: IdKind) -> TypedSet {
+    match kind {
+        IdKind::Int8 | IdKind::Int4 => TypedSet::Int(p.typed("int", IntSet::build)),
+        IdKind::Uuid => TypedSet::Uuid(p.typed("uuid", |ids| ids.iter().filter_map(|s| parse_uuid(s)).collect())),
+        IdKind::Text => TypedSet::Text(p.typed("bytes", |ids| ids.iter().map(|s| s.as_bytes().to_vec()).collect())),
+    }
+}
+
+/// Resolve (or re-resolve) the permission set for this call site.
+unsafe fn call_state(fcinfo: pg_sys::FunctionCallInfo, kind: IdKind) -> *mut CallState {
+    let flinfo = (*fcinfo).flinfo;
+    let existing = (*flinfo).fn_extra as *mut CallState;
+    let epoch = gucs::token_epoch();
+    let generation = cache::generation();
+    if !existing.is_null() && (*existing).epoch == epoch && (*existing).generation == generation {
+        return existing;
+    }
+    let resource_type: &str = pg_getarg(fcinfo, 1).unwrap_or("");
+    let action: &str = pg_getarg(fcinfo, 2).unwrap_or("");
+    let who = identity::current().or_raise();
+    let permitted = resolve::permitted_for(&who, resource_type, action).or_raise();
+    audit::set_decision(&who, &permitted);
+    // Resolution may have reloaded caches; record the generation it was computed under.
+    let state = CallState { epoch, generation: cache::generation(), set: typed_set(&permitted, kind) };
+    if existing.is_null() {
+        let ptr = PgMemoryContexts::For((*flinfo).fn_mcxt).leak_and_drop_on_delete(state);
+        (*flinfo).fn_extra = ptr.cast();
+        ptr
+    } else {
+        *existing = state;
+        existing
+    }
+}
+
+unsafe fn permits(fcinfo: pg_sys::FunctionCallInfo, kind: IdKind) -> pg_sys::Datum {
+    let state = call_state(fcinfo, kind);
+    let raw = pg_getarg_datum_raw(fcinfo, 0);
+    let allowed = match (&(*state).set, kind) {
+        (TypedSet::Int(set), IdKind::Int8) => set.contains(raw.value() as i64),
+        (TypedSet::Int(set), IdKind::Int4) => set.contains(i64::from(raw.value() as i32)),
+        (TypedSet::Uuid(set), IdKind::Uuid) => {
+            let bytes = raw.cast_mut_ptr::<[u8; 16]>();
+            !bytes.is_null() && set.contains(&*bytes)
+        }
+        (TypedSet::Text(set), IdKind::Text) => match pg_getarg::<&[u8]>(fcinfo, 0) {
+            Some(b) => set.contains(b),
+            None => false,
+        },
+        _ => false,
+    };
+    pg_sys::Datum::from(allowed)
+}
+
+macro_rules! permits_fn {
+    ($finfo:ident, $name:ident, $kind:expr) => {
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1_API
+        }
+
+        #[pg_guard]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C-unwind" fn $name(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+            permits(fcinfo, $kind)
+        }
+    };
+}
+
+permits_fn!(pg_finfo_authz_permits_int8, authz_permits_int8, IdKind::Int8);
+permits_fn!(pg_finfo_authz_permits_int4, authz_permits_int4, IdKind::Int4);
+permits_fn!(pg_finfo_authz_permits_uuid, authz_permits_uuid, IdKind::Uuid);
+permits_fn!(pg_finfo_authz_permits_text, authz_permits_text, IdKind::Text);
+
+/// The permitted ids as bigint[] (the index condition for bigint columns).
+#[pg_extern(stable, parallel_safe)]
+fn permitted_bigint_ids(resource_type: &str, action: &str) -> Vec<i64> {
+    let p = resolve::permitted(resource_type, action).or_raise();
+    p.ids.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+/// The permitted ids as integer[].
+#[pg_extern(stable, parallel_safe)]
+fn permitted_integer_ids(resource_type: &str, action: &str) -> Vec<i32> {
+    let p = resolve::permitted(resource_type, action).or_raise();
+    p.ids.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+/// The permitted ids as uuid[].
+#[pg_extern(stable, parallel_safe)]
+fn permitted_uuid_ids(resource_type: &str, action: &str) -> Vec<pgrx::Uuid> {
+    let p = resolve::permitted(resource_type, action).or_raise();
+    p.ids.iter().filter_map(|s| parse_uuid(s)).map(pgrx::Uuid::from_bytes).collect()
+}
+
+// ------------------------------------------------------------------------------------------------
+// Planner support
+// ------------------------------------------------------------------------------------------------
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_authz_permits_support() -> &'static pg_sys::Pg_finfo_record {
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1_API
+}
+
+unsafe fn const_text(node: *mut pg_sys::Node) -> Option<String> {
+    if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_Const {
+        return None;
+    }
+    let c = node as *mut pg_sys::Const;
+    if (*c).constisnull || (*c).consttype != pg_sys::TEXTOID {
+        return None;
+    }
+    String::from_datum((*c).constvalue, false)
+}
+
+unsafe fn list_nth(list: *mut pg_sys::List, n: i32) -> *mut pg_sys::Node {
+    if list.is_null() || n >= (*list).length {
+        return std::ptr::null_mut();
+    }
+    (*(*list).elements.add(n as usize)).ptr_value as *mut pg_sys::Node
+}
+
+/// The selectivity of `permits(col, type, action)`: the fraction of the type's ids the caller may
+/// use. Only an estimate (a cached plan may run under another identity); correctness never
+/// depends on it. Without an answer the planner keeps its default.
+unsafe fn selectivity(req: *mut pg_sys::SupportRequestSelectivity) -> bool {
+    if (*req).is_join {
+        return false;
+    }
+    let (Some(resource_type), Some(action)) = (const_text(list_nth((*req).args, 1)), const_text(list_nth((*req).args, 2)))
+    else {
+        return false;
+    };
+    let Ok(who) = identity::current() else { return false };
+    let Ok(p) = resolve::permitted_for(&who, &resource_type, &action) else { return false };
+    if p.total == 0 {
+        return false;
+    }
+    (*req).selectivity = (p.ids.len() as f64 / p.total as f64).clamp(0.0, 1.0);
+    true
+}
+
+unsafe fn array_function(column_type: pg_sys::Oid) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
+    let (name, array_type) = match column_type {
+        pg_sys::INT8OID => (c"permitted_bigint_ids", pg_sys::INT8ARRAYOID),
+        pg_sys::INT4OID => (c"permitted_integer_ids", pg_sys::INT4ARRAYOID),
+        pg_sys::UUIDOID => (c"permitted_uuid_ids", pg_sys::UUIDARRAYOID),
+        pg_sys::TEXTOID => (c"permitted_ids", pg_sys::TEXTARRAYOID),
+        _ => return None,
+    };
+    let mut names = pg_sys::lappend(std::ptr::null_mut(), pg_sys::makeString(c"authz".as_ptr().cast_mut()).cast());
+    names = pg_sys::lappend(names, pg_sys::makeString(name.as_ptr().cast_mut()).cast());
+    let args = [pg_sys::TEXTOID, pg_sys::TEXTOID];
+    let oid = pg_sys::LookupFuncName(names, 2, args.as_ptr(), true);
+    (oid != pg_sys::InvalidOid).then_some((oid, array_type))
+}
+
+/// Turn `permits(col, type, action)` into `col = ANY(authz.permitted_*_ids(type, action))` for a
+/// btree index on `col`. Exact (not lossy): the array is the very set `permits` consults.
+unsafe fn index_condition(req: *mut pg_sys::SupportRequestIndexCondition) -> *mut pg_sys::List {
+    if (*req).indexarg != 0 || (*(*req).index).relam != pg_sys::BTREE_AM_OID {
+        return std::ptr::null_mut();
+    }
+    let node = (*req).node;
+    if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_FuncExpr {
+        return std::ptr::null_mut();
+    }
+    let args = (*(node as *mut pg_sys::FuncExpr)).args;
+    let (column, type_arg, action_arg) = (list_nth(args, 0), list_nth(args, 1), list_nth(args, 2));
+    if const_text(type_arg).is_none() || const_text(action_arg).is_none() {
+        return std::ptr::null_mut();
+    }
+    let column_type = pg_sys::exprType(column);
+    let eq = pg_sys::get_opfamily_member((*req).opfamily, column_type, column_type, pg_sys::BTEqualStrategyNumber as i16);
+    if eq == pg_sys::InvalidOid {
+        return std::ptr::null_mut();
+    }
+    let Some((array_fn, array_type)) = array_function(column_type) else { return std::ptr::null_mut() };
+    let mut fn_args = pg_sys::lappend(std::ptr::null_mut(), pg_sys::copyObjectImpl(type_arg.cast()));
+    fn_args = pg_sys::lappend(fn_args, pg_sys::copyObjectImpl(action_arg.cast()));
+    let array = pg_sys::makeFuncExpr(
+        array_fn,
+        array_type,
+        fn_args,
+        pg_sys::InvalidOid,
+        pg_sys::DEFAULT_COLLATION_OID,
+        pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+    );
+    let saop = pg_sys::palloc0(std::mem::size_of::<pg_sys::ScalarArrayOpExpr>()) as *mut pg_sys::ScalarArrayOpExpr;
+    (*saop).xpr.type_ = pg_sys::NodeTag::T_ScalarArrayOpExpr;
+    (*saop).opno = eq;
+    (*saop).opfuncid = pg_sys::get_opcode(eq);
+    (*saop).useOr = true;
+    (*saop).inputcollid = pg_sys::exprCollation(column);
+    let mut saop_args = pg_sys::lappend(std::ptr::null_mut(), pg_sys::copyObjectImpl(column.cast()));
+    saop_args = pg_sys::lappend(saop_args, array.cast());
+    (*saop).args = saop_args;
+    (*saop).location = -1;
+    (*req).lossy = false;
+    pg_sys::lappend(std::ptr::null_mut(), saop.cast())
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn authz_permits_support(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let req = pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<pg_sys::Node>();
+    if req.is_null() {
+        return pg_sys::Datum::from(0usize);
+    }
+    match (*req).type_ {
+        pg_sys::NodeTag::T_SupportRequestSelectivity => {
+            let r = req as *mut pg_sys::SupportRequestSelectivity;
+            if selectivity(r) {
+                return pg_sys::Datum::from(r);
+            }
+        }
+        pg_sys::NodeTag::T_SupportRequestIndexCondition => {
+            let list = index_condition(req as *mut pg_sys::SupportRequestIndexCondition);
+            if !list.is_null() {
+                return pg_sys::Datum::from(list);
+            }
+        }
+        _ => {}
+    }
+    pg_sys::Datum::from(0usize)
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION authz.permits_support(internal) RETURNS internal
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'authz_permits_support';
+
+CREATE FUNCTION authz.permits(id bigint, resource_type text, action text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
+    AS 'MODULE_PATHNAME', 'authz_permits_int8';
+CREATE FUNCTION authz.permits(id integer, resource_type text, action text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
+    AS 'MODULE_PATHNAME', 'authz_permits_int4';
+CREATE FUNCTION authz.permits(id uuid, resource_type text, action text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
+    AS 'MODULE_PATHNAME', 'authz_permits_uuid';
+CREATE FUNCTION authz.permits(id text, resource_type text, action text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
+    AS 'MODULE_PATHNAME', 'authz_permits_text';
+REVOKE ALL ON FUNCTION authz.permits_support(internal) FROM PUBLIC;
+"#,
+    name = "permits_functions",
+    requires = [permitted_bigint_ids, permitted_integer_ids, permitted_uuid_ids],
+);

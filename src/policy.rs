@@ -1,0 +1,175 @@
+//! Self-governing administration: managing principals, roles, rules and resource types is the
+//! action `manage` on resource type `authz` (ids: principals, roles, rules, resource_types,
+//! tables), so an application admin holding that permission can manage users through a token-bearing
+//! session while the database enforces who may. Superusers and `authz_admin` members always may.
+//!
+//! The management functions themselves are thin SQL wrappers (sql/api.sql) that call
+//! `authz._require_manage()` before looking at their arguments.
+
+use pgrx::prelude::*;
+
+use crate::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::{db, identity, resolve};
+
+pub fn require_manage(area: &str) -> AuthzResult<()> {
+    let caller = db::outer_user();
+    if db::is_privileged(caller) {
+        return Ok(());
+    }
+    let who = identity::current()?;
+    if resolve::decide(&who, "authz", area, "manage")?.allowed {
+        crate::audit::decision(&who, "authz", "manage", Some(area), true, None);
+        return Ok(());
+    }
+    crate::audit::decision(&who, "authz", "manage", Some(area), false, None);
+    Err(AuthzError::privilege(format!("permission denied to manage pg_authz {area}"))
+        .detail(format!(
+            "Role \"{}\" (identity: {}) holds no rule allowing manage on authz:{area}.",
+            db::role_name(caller),
+            who.user_id.as_deref().unwrap_or("anonymous")
+        ))
+        .hint("A superuser or authz_admin member can grant it, e.g. SELECT authz.allow('admin', 'authz', '*', 'manage')."))
+}
+
+/// Raise 42501 unless the caller may manage this area of pg_authz. Called first by every
+/// management function, before any argument is validated.
+#[pg_extern(volatile)]
+fn _require_manage(area: &str) {
+    require_manage(area).or_raise();
+}
+
+/// True when the caller may manage this area (for applications that want to show or hide admin UI).
+#[pg_extern(stable)]
+fn can_manage(area: default!(&str, "'principals'")) -> bool {
+    let caller = db::outer_user();
+    if db::is_privileged(caller) {
+        return true;
+    }
+    let who = identity::current().or_raise();
+    resolve::decide(&who, "authz", area, "manage").or_raise().allowed
+}
+
+/// One parsed Casbin line.
+#[derive(Debug, PartialEq)]
+enum CasbinLine {
+    Policy { role: String, resource_type: String, pattern: String, action: String, allow: bool },
+    Grouping { member: String, role: String },
+}
+
+fn parse_casbin_line(number: usize, line: &str) -> AuthzResult<Option<CasbinLine>> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    let fields: Vec<&str> = trimmed.split(',').map(str::trim).collect();
+    let bad = |why: &str| {
+        AuthzError::invalid(format!("casbin policy line {number}: {why}"))
+            .detail(format!("The line reads: {}", crate::keys::printable(trimmed, 200)))
+    };
+    if fields.iter().any(|f| f.is_empty()) {
+        return Err(bad("empty field"));
+    }
+    match fields[0] {
+        "p" => {
+            if !(4..=5).contains(&fields.len()) {
+                return Err(bad("a p line is: p, role, resource_type:pattern, action[, allow|deny]"));
+            }
+            let Some((resource_type, pattern)) = fields[2].split_once(':') else {
+                return Err(bad("the object must be written resource_type:pattern, e.g. session:*"));
+            };
+            let allow = match fields.get(4).copied().unwrap_or("allow") {
+                "allow" => true,
+                "deny" => false,
+                _ => return Err(bad("the effect must be allow or deny")),
+            };
+            Ok(Some(CasbinLine::Policy {
+                role: fields[1].into(),
+                resource_type: resource_type.into(),
+                pattern: pattern.into(),
+                action: fields[3].into(),
+                allow,
+            }))
+        }
+        "g" => {
+            if fields.len() != 3 {
+                return Err(bad("a g line is: g, user_or_role, role"));
+            }
+            Ok(Some(CasbinLine::Grouping { member: fields[1].into(), role: fields[2].into() }))
+        }
+        _ => Err(bad("lines start with p or g")),
+    }
+}
+
+/// Load Casbin policy lines. All or nothing: a bad line names its number and nothing is imported.
+/// Returns the number of lines applied.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn import_casbin(policy: &str) -> i32 {
+    require_manage("rules").or_raise();
+    let mut parsed = Vec::new();
+    for (i, line) in policy.lines().enumerate() {
+        if let Some(l) = parse_casbin_line(i + 1, line).or_raise() {
+            parsed.push((i + 1, l));
+        }
+    }
+    let mut applied = 0;
+    for (number, line) in parsed {
+        let result = match &line {
+            CasbinLine::Policy { role, resource_type, pattern, action, allow } => Spi::run_with_args(
+                "SELECT authz._ensure_role($1)",
+                &[role.as_str().into()],
+            )
+            .and_then(|_| {
+                Spi::run_with_args(
+                    if *allow {
+                        "SELECT authz.allow($1, $2, $3, $4)"
+                    } else {
+                        "SELECT authz.deny($1, $2, $3, $4)"
+                    },
+                    &[role.as_str().into(), resource_type.as_str().into(), pattern.as_str().into(), action.as_str().into()],
+                )
+            }),
+            CasbinLine::Grouping { member, role } => Spi::run_with_args(
+                "SELECT authz._casbin_group($1, $2)",
+                &[member.as_str().into(), role.as_str().into()],
+            ),
+        };
+        if let Err(e) = result {
+            AuthzError::invalid(format!("casbin policy line {number} could not be applied"))
+                .detail(e.to_string())
+                .raise();
+        }
+        applied += 1;
+    }
+    applied
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::{parse_casbin_line, CasbinLine};
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn casbin_lines_parse() {
+        assert_eq!(
+            parse_casbin_line(1, "p, viewer, session:*, read").unwrap(),
+            Some(CasbinLine::Policy {
+                role: "viewer".into(),
+                resource_type: "session".into(),
+                pattern: "*".into(),
+                action: "read".into(),
+                allow: true
+            })
+        );
+        assert!(parse_casbin_line(2, "p, viewer, session, read").is_err());
+        assert!(parse_casbin_line(3, "x, a, b").is_err());
+        assert_eq!(parse_casbin_line(4, "  # comment").unwrap(), None);
+    }
+
+    #[pg_test]
+    #[should_panic(expected = "permission denied to manage pg_authz principals")]
+    fn plain_roles_cannot_manage() {
+        Spi::run("CREATE ROLE nobody_special; SET ROLE nobody_special; SELECT authz.create_principal('x')").unwrap();
+    }
+}

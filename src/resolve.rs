@@ -1,0 +1,496 @@
+//! The resolver: which ids of a resource type may the current identity use for an action?
+//!
+//! Decision: default deny; a deny that matches through any of the principal's roles beats every
+//! allow (public readability included); otherwise allowed if any allow matches or, for `read`, the
+//! resource or one of its ancestors is public. A rule on a parent covers its children; a scoped role
+//! assignment applies only to its resource and that resource's descendants.
+//!
+//! Sets are computed with one pass over the type's ids (bitmaps), cached per backend by
+//! (principal, authenticated, type, action) until the cache generation moves.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::prelude::*;
+
+use crate::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::identity::{self, Identity};
+use crate::model::{self, action_matches, Hierarchy, Model, Pattern, Rule};
+use crate::{audit, cache, db, keys::printable};
+
+/// One role a principal holds, with how it came to hold it.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub role: String,
+    pub scope: Option<(String, String)>,
+    /// The principal (the user or one of its groups) the assignment was made to, or a pseudo-role reason.
+    pub via: String,
+    /// The inheritance path from the assigned role to `role`.
+    pub role_path: Vec<String>,
+}
+
+impl Grant {
+    pub fn describe(&self) -> String {
+        let mut s = format!("role {} via {}", self.role_path.join(" -> "), self.via);
+        if let Some((t, id)) = &self.scope {
+            s.push_str(&format!(" on {t}:{id}"));
+        }
+        s
+    }
+}
+
+/// The ids permitted for one (identity, type, action), plus what decided it for the audit log.
+#[derive(Debug)]
+pub struct Permitted {
+    pub resource_type: String,
+    pub action: String,
+    pub ids: Vec<String>,
+    pub total: usize,
+    pub deciding_rules: Vec<i64>,
+    typed: RefCell<HashMap<&'static str, Rc<dyn std::any::Any>>>,
+}
+
+impl Permitted {
+    /// A typed lookup structure built once per set and shared by every statement that uses it.
+    pub fn typed<T: 'static>(&self, kind: &'static str, build: impl FnOnce(&[String]) -> T) -> Rc<T> {
+        if let Some(existing) = self.typed.borrow().get(kind) {
+            if let Ok(t) = existing.clone().downcast::<T>() {
+                return t;
+            }
+        }
+        let built = Rc::new(build(&self.ids));
+        self.typed.borrow_mut().insert(kind, built.clone());
+        built
+    }
+}
+
+type SetKey = (Option<String>, bool, String, String);
+
+struct ResolverCache {
+    generation: u64,
+    grants: HashMap<(Option<String>, bool), Rc<Vec<Grant>>>,
+    sets: HashMap<SetKey, Rc<Permitted>>,
+}
+
+thread_local! {
+    static CACHE: RefCell<ResolverCache> =
+        RefCell::new(ResolverCache { generation: 0, grants: HashMap::new(), sets: HashMap::new() });
+}
+
+const MAX_CACHED: usize = 4096;
+
+fn with_cache<T>(f: impl FnOnce(&mut ResolverCache) -> T) -> T {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let generation = cache::generation();
+        if c.generation != generation {
+            c.grants.clear();
+            c.sets.clear();
+            c.generation = generation;
+        }
+        f(&mut c)
+    })
+}
+
+/// Every role the identity holds: its own and its groups' assignments, inherited roles, and the
+/// pseudo-roles `anonymous` (everyone) and `authenticated` (any verified identity).
+pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>> {
+    let key = (identity.user_id.clone(), identity.authenticated());
+    if let Some(g) = with_cache(|c| c.grants.get(&key).cloned()) {
+        return Ok(g);
+    }
+    let mut assigned: Vec<(String, Option<(String, String)>, String)> =
+        vec![("anonymous".into(), None, "everyone".into())];
+    if identity.authenticated() {
+        assigned.push(("authenticated".into(), None, "verified identity".into()));
+    }
+    if let Some(user) = &identity.user_id {
+        let rows = db::as_superuser(|| {
+            Spi::connect(|client| {
+                let mut rows = Vec::new();
+                for row in client.select(
+                    "WITH RECURSIVE chain(id) AS (
+                         SELECT $1::text
+                         UNION
+                         SELECT m.group_id FROM authz.memberships m JOIN chain c ON m.member_id = c.id)
+                     SELECT a.role, a.resource_type, a.resource_id, a.principal
+                     FROM authz.role_assignments a JOIN chain c ON a.principal = c.id
+                     ORDER BY a.id",
+                    None,
+                    &[user.as_str().into()],
+                )? {
+                    let role = row.get::<String>(1)?.unwrap_or_default();
+                    let scope = match (row.get::<String>(2)?, row.get::<String>(3)?) {
+                        (Some(t), Some(id)) => Some((t, id)),
+                        _ => None,
+                    };
+                    rows.push((role, scope, row.get::<String>(4)?.unwrap_or_default()));
+                }
+                Ok::<_, pgrx::spi::SpiError>(rows)
+            })
+        })?;
+        assigned.extend(rows);
+    }
+    let mut out = Vec::new();
+    for (role, scope, via) in assigned {
+        for path in model.role_closure(&role) {
+            let Some(effective) = path.last().cloned() else { continue };
+            out.push(Grant { role: effective, scope: scope.clone(), via: via.clone(), role_path: path });
+        }
+    }
+    let out = Rc::new(out);
+    with_cache(|c| {
+        if c.grants.len() >= MAX_CACHED {
+            c.grants.clear();
+        }
+        c.grants.insert(key, out.clone());
+    });
+    Ok(out)
+}
+
+/// Indices (in `to`'s hierarchy) of the ids under the given nodes of an ancestor type.
+fn descend(model: &Model, chain: &[Rc<model::ResourceType>], from_level: usize, nodes: Vec<u32>) -> AuthzResult<Vec<u32>> {
+    let mut current = nodes;
+    for level in (0..from_level).rev() {
+        let h = model.hierarchy(&chain[level].name)?;
+        let mut next = Vec::new();
+        for n in current {
+            if let Some(children) = h.children_of_parent.get(&n) {
+                next.extend_from_slice(children);
+            }
+        }
+        current = next;
+    }
+    Ok(current)
+}
+
+fn matching_nodes(h: &Hierarchy, pattern: &Pattern) -> Vec<u32> {
+    match pattern {
+        Pattern::Any => (0..h.ids.len() as u32).collect(),
+        Pattern::Exact(id) => h.index.get(id).copied().into_iter().collect(),
+        Pattern::Glob(_) => {
+            h.ids.iter().enumerate().filter(|(_, id)| pattern.matches(id)).map(|(i, _)| i as u32).collect()
+        }
+    }
+}
+
+fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str) -> AuthzResult<Permitted> {
+    let chain = model.type_chain(resource_type)?;
+    let h = model.hierarchy(resource_type)?;
+    let n = h.ids.len();
+    let level_of = |t: &str| chain.iter().position(|c| c.name == t);
+    let grants = grants(model, identity)?;
+    let mut allowed = vec![false; n];
+    let mut denied = vec![false; n];
+    let mut deciding_rules = Vec::new();
+    for grant in grants.iter() {
+        let Some(rules) = model.rules_by_role.get(&grant.role) else { continue };
+        let scope_mask = match &grant.scope {
+            None => None,
+            Some((scope_type, scope_id)) => {
+                let Some(level) = level_of(scope_type) else { continue };
+                let sh = model.hierarchy(scope_type)?;
+                let Some(&node) = sh.index.get(scope_id) else { continue };
+                let mut mask = vec![false; n];
+                for i in descend(model, &chain, level, vec![node])? {
+                    mask[i as usize] = true;
+                }
+                Some(mask)
+            }
+        };
+        for rule in rules {
+            if !action_matches(&rule.action, action) {
+                continue;
+            }
+            let Some(level) = level_of(&rule.resource_type) else { continue };
+            let rh = model.hierarchy(&rule.resource_type)?;
+            let covered = descend(model, &chain, level, matching_nodes(&rh, &rule.pattern))?;
+            let target = if rule.allow { &mut allowed } else { &mut denied };
+            let mut hit = false;
+            for i in covered {
+                if scope_mask.as_ref().is_none_or(|m| m[i as usize]) {
+                    target[i as usize] = true;
+                    hit = true;
+                }
+            }
+            if hit {
+                deciding_rules.push(rule.id);
+            }
+        }
+    }
+    let read = action == "read";
+    let ids = (0..n)
+        .filter(|&i| !denied[i] && (allowed[i] || (read && h.public[i])))
+        .map(|i| h.ids[i].clone())
+        .collect();
+    deciding_rules.sort_unstable();
+    deciding_rules.dedup();
+    Ok(Permitted {
+        resource_type: resource_type.to_string(),
+        action: action.to_string(),
+        ids,
+        total: n,
+        deciding_rules,
+        typed: RefCell::new(HashMap::new()),
+    })
+}
+
+fn validate_action(action: &str) -> AuthzResult<()> {
+    if action.is_empty() || action.chars().any(|c| c.is_control()) {
+        return Err(AuthzError::invalid("invalid action").detail("An action is a non-empty name without control characters."));
+    }
+    Ok(())
+}
+
+/// The permitted set for the given identity (cached).
+pub fn permitted_for(identity: &Identity, resource_type: &str, action: &str) -> AuthzResult<Rc<Permitted>> {
+    validate_action(action)?;
+    let key = (identity.user_id.clone(), identity.authenticated(), resource_type.to_string(), action.to_string());
+    if let Some(p) = with_cache(|c| c.sets.get(&key).cloned()) {
+        return Ok(p);
+    }
+    let model = model::current()?;
+    let p = Rc::new(compute(&model, identity, resource_type, action)?);
+    with_cache(|c| {
+        if c.sets.len() >= MAX_CACHED {
+            c.sets.clear();
+        }
+        c.sets.insert(key, p.clone());
+    });
+    Ok(p)
+}
+
+/// The permitted set for the current identity.
+pub fn permitted(resource_type: &str, action: &str) -> AuthzResult<Rc<Permitted>> {
+    let identity = identity::current()?;
+    permitted_for(&identity, resource_type, action)
+}
+
+/// One matched rule in an explanation.
+pub struct Match {
+    pub grant: Grant,
+    pub rule: Rc<Rule>,
+    pub matched: String,
+}
+
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: String,
+    pub matches: Vec<Match>,
+}
+
+/// Decide one (type, id, action) by walking the id's ancestor chain: the same semantics as the set
+/// computation, used for types without a table and to explain decisions.
+pub fn decide(identity: &Identity, resource_type: &str, id: &str, action: &str) -> AuthzResult<Decision> {
+    validate_action(action)?;
+    let model = model::current()?;
+    let chain = model.type_chain(resource_type)?;
+    // (type, id, public) from the resource up to the root.
+    let mut nodes: Vec<(String, String, bool)> = Vec::new();
+    if chain[0].table.is_some() {
+        let h = model.hierarchy(resource_type)?;
+        let Some(&start) = h.index.get(id) else {
+            return Ok(Decision {
+                allowed: false,
+                reason: format!("no {resource_type} with id \"{}\" exists", printable(id, 64)),
+                matches: vec![],
+            });
+        };
+        let mut idx = Some(start);
+        for t in &chain {
+            let Some(i) = idx else { break };
+            let th = model.hierarchy(&t.name)?;
+            nodes.push((t.name.clone(), th.ids[i as usize].clone(), th.public[i as usize]));
+            idx = th.parent[i as usize];
+        }
+    } else {
+        nodes.push((resource_type.to_string(), id.to_string(), false));
+    }
+    let grants = grants(&model, identity)?;
+    let mut matches = Vec::new();
+    for grant in grants.iter() {
+        if let Some((st, sid)) = &grant.scope {
+            if !nodes.iter().any(|(t, i, _)| t == st && i == sid) {
+                continue;
+            }
+        }
+        let Some(rules) = model.rules_by_role.get(&grant.role) else { continue };
+        for rule in rules {
+            if !action_matches(&rule.action, action) {
+                continue;
+            }
+            if let Some((t, i, _)) = nodes.iter().find(|(t, i, _)| *t == rule.resource_type && rule.pattern.matches(i)) {
+                matches.push(Match { grant: grant.clone(), rule: rule.clone(), matched: format!("{t}:{i}") });
+            }
+        }
+    }
+    let public = action == "read" && nodes.iter().any(|(_, _, p)| *p);
+    let (allowed, reason) = if let Some(m) = matches.iter().find(|m| !m.rule.allow) {
+        (false, format!("denied by rule {} ({})", m.rule.id, m.rule.describe()))
+    } else if let Some(m) = matches.iter().find(|m| m.rule.allow) {
+        (true, format!("allowed by rule {} ({})", m.rule.id, m.rule.describe()))
+    } else if public {
+        (true, "public resource".to_string())
+    } else {
+        (false, "default deny".to_string())
+    };
+    Ok(Decision { allowed, reason, matches })
+}
+
+/// Check one id: for types with a table this is membership in the cached permitted set, so a check
+/// always agrees with what row-level security lets through.
+pub fn check_current(resource_type: &str, id: &str, action: &str) -> AuthzResult<bool> {
+    let identity = identity::current()?;
+    let model = model::current()?;
+    let rt = model.resource_type(resource_type)?;
+    let allowed = if rt.table.is_some() {
+        let p = permitted_for(&identity, resource_type, action)?;
+        let set = p.typed("text", |ids| ids.iter().cloned().collect::<std::collections::HashSet<String>>());
+        set.contains(id)
+    } else {
+        decide(&identity, resource_type, id, action)?.allowed
+    };
+    audit::decision(&identity, resource_type, action, Some(id), allowed, None);
+    Ok(allowed)
+}
+
+/// The ids of `resource_type` the current identity may use for `action`.
+#[pg_extern(stable, parallel_safe)]
+fn permitted_ids(resource_type: &str, action: &str) -> Vec<String> {
+    let identity = identity::current().or_raise();
+    let p = permitted_for(&identity, resource_type, action).or_raise();
+    audit::set_decision(&identity, &p);
+    p.ids.clone()
+}
+
+/// May the current identity perform `action` on this resource?
+#[pg_extern(stable, parallel_safe)]
+fn check(resource_type: &str, id: &str, action: &str) -> bool {
+    check_current(resource_type, id, action).or_raise()
+}
+
+/// Like check(), but raises 42501 when the answer is no.
+#[pg_extern(stable, parallel_safe)]
+fn require(resource_type: &str, id: &str, action: &str) {
+    if !check_current(resource_type, id, action).or_raise() {
+        AuthzError::privilege(format!(
+            "permission denied: {} on {}:{}",
+            printable(action, 64),
+            printable(resource_type, 64),
+            printable(id, 64)
+        ))
+        .hint("authz.explain() shows which rules apply.")
+        .raise();
+    }
+}
+
+/// Which rules decide (principal, type, id, action), through which role, group or scope.
+/// Users may explain their own access; explaining another principal's needs the right to manage.
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn explain(
+    principal: &str,
+    resource_type: &str,
+    id: &str,
+    action: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(outcome, String),
+        name!(effect, Option<String>),
+        name!(rule_id, Option<i64>),
+        name!(rule, Option<String>),
+        name!(role, Option<String>),
+        name!(granted_via, Option<String>),
+        name!(matched, Option<String>),
+    ),
+> {
+    let me = identity::current().or_raise();
+    if me.user_id.as_deref() != Some(principal) {
+        crate::policy::require_manage("principals").or_raise();
+    }
+    let subject = if me.user_id.as_deref() == Some(principal) {
+        me
+    } else {
+        Identity { source: identity::Source::Token, user_id: Some(principal.to_string()), token: None }
+    };
+    let decision = decide(&subject, resource_type, id, action).or_raise();
+    let outcome = if decision.allowed { "allow" } else { "deny" }.to_string();
+    let mut rows: Vec<_> = decision
+        .matches
+        .iter()
+        .map(|m| {
+            (
+                outcome.clone(),
+                Some(if m.rule.allow { "allow" } else { "deny" }.to_string()),
+                Some(m.rule.id),
+                Some(m.rule.describe()),
+                Some(m.grant.role.clone()),
+                Some(m.grant.describe()),
+                Some(m.matched.clone()),
+            )
+        })
+        .collect();
+    rows.push((outcome.clone(), None, None, Some(decision.reason), None, None, None));
+    TableIterator::new(rows)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn setup() {
+        Spi::run(
+            "CREATE TABLE projects (id bigint PRIMARY KEY, public boolean DEFAULT false);
+             CREATE TABLE sessions (id bigint PRIMARY KEY, project_id bigint REFERENCES projects);
+             INSERT INTO projects SELECT g, g = 3 FROM generate_series(1, 3) g;
+             INSERT INTO sessions SELECT g, 1 + (g - 1) / 4 FROM generate_series(1, 12) g;
+             SELECT authz.register_resource_type('project', 'projects', 'id', public_column => 'public');
+             SELECT authz.register_resource_type('session', 'sessions', 'id', 'project', 'project_id');
+             SELECT authz.create_role('viewer');
+             SELECT authz.create_role('editor', ARRAY['viewer']);
+             SELECT authz.allow('viewer', 'session', '*', 'read');
+             SELECT authz.allow('editor', 'session', '*', 'write');
+             SELECT authz.create_principal('alice');
+             SELECT authz.create_principal('team', 'group');
+             SELECT authz.add_member('team', 'alice');
+             SELECT authz.assign_role('team', 'editor', 'project', '1');
+             SELECT authz.create_principal('dba', 'user', session_user);",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn scoped_group_role_with_inheritance_and_public_projects() {
+        setup();
+        Spi::run("UPDATE authz.principals SET db_role = NULL WHERE id = 'dba'; UPDATE authz.principals SET db_role = session_user WHERE id = 'alice'").unwrap();
+        let ids = Spi::get_one::<Vec<String>>("SELECT authz.permitted_ids('session', 'read')").unwrap().unwrap();
+        // project 1 through the group's scoped editor role (inherits viewer), project 3 is public
+        assert_eq!(ids, vec!["1", "2", "3", "4", "9", "10", "11", "12"]);
+        let writable = Spi::get_one::<Vec<String>>("SELECT authz.permitted_ids('session', 'write')").unwrap().unwrap();
+        assert_eq!(writable, vec!["1", "2", "3", "4"]);
+    }
+
+    #[pg_test]
+    fn deny_beats_allow_and_public() {
+        setup();
+        Spi::run(
+            "UPDATE authz.principals SET db_role = NULL WHERE id = 'dba';
+             UPDATE authz.principals SET db_role = session_user WHERE id = 'alice';
+             SELECT authz.deny('viewer', 'project', '3', 'read');
+             SELECT authz.deny('editor', 'session', '2', '*');",
+        )
+        .unwrap();
+        let ids = Spi::get_one::<Vec<String>>("SELECT authz.permitted_ids('session', 'read')").unwrap().unwrap();
+        assert_eq!(ids, vec!["1", "3", "4"]);
+        assert_eq!(Spi::get_one::<bool>("SELECT authz.check('session', '2', 'read')").unwrap(), Some(false));
+        assert_eq!(Spi::get_one::<bool>("SELECT authz.check('session', '1', 'read')").unwrap(), Some(true));
+    }
+}
+
+/// Number of permission sets cached in this backend.
+pub fn cached_sets() -> usize {
+    with_cache(|c| c.sets.len())
+}
