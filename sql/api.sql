@@ -371,11 +371,11 @@ BEGIN
         RAISE EXCEPTION 'public column "%" must be boolean', public_column USING ERRCODE = '42804';
     END IF;
     IF parent_type IS NOT NULL THEN
-        IF NOT EXISTS (SELECT FROM authz.resource_types t WHERE t.name = parent_type AND t.tbl IS NOT NULL) THEN
+        IF NOT EXISTS (SELECT FROM authz.resource_types t WHERE t.name = register_resource_type.parent_type AND t.tbl IS NOT NULL) THEN
             RAISE EXCEPTION 'unknown parent resource type "%"', parent_type USING ERRCODE = '23503';
         END IF;
         WITH RECURSIVE up(n) AS (
-            SELECT parent_type
+            SELECT register_resource_type.parent_type
             UNION
             SELECT t.parent_type FROM authz.resource_types t JOIN up ON t.name = up.n WHERE t.parent_type IS NOT NULL)
         SELECT bool_or(n = name) INTO cycle FROM up;
@@ -385,7 +385,7 @@ BEGIN
     END IF;
     INSERT INTO authz.resource_types AS t (name, tbl, id_column, parent_type, parent_column, public_column, owner_column)
     VALUES (name, tbl, id_column, parent_type, parent_column, public_column, owner_column)
-    ON CONFLICT (name) DO UPDATE SET tbl = excluded.tbl, id_column = excluded.id_column,
+    ON CONFLICT ON CONSTRAINT resource_types_pkey DO UPDATE SET tbl = excluded.tbl, id_column = excluded.id_column,
         parent_type = excluded.parent_type, parent_column = excluded.parent_column,
         public_column = excluded.public_column, owner_column = excluded.owner_column;
     -- Rows added to or removed from the resource table change permission sets: invalidate on commit.

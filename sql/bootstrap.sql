@@ -105,7 +105,7 @@ CREATE TABLE authz.audit_changes (
     new_value    jsonb
 );
 
-INSERT INTO authz.roles (name, builtin) VALUES ('anonymous', true), ('authenticated', true);
+INSERT INTO authz.roles (name, builtin) VALUES ('anonymous', true), ('authenticated', true), ('owner', true);
 INSERT INTO authz.resource_types (name) VALUES ('authz');
 
 REVOKE ALL ON ALL TABLES IN SCHEMA authz FROM PUBLIC;

@@ -97,3 +97,19 @@ pub fn qualified_name(rel: pg_sys::Oid) -> AuthzResult<String> {
         Ok(format!("{}.{}", quote_ident(&nsp), quote_ident(&relname)))
     }
 }
+
+/// The first column of the first row, or `None` when the query returns no row (pgrx's
+/// `Spi::get_one` treats "no row" as an error).
+pub fn select_one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
+    query: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> AuthzResult<Option<T>> {
+    Ok(Spi::connect(|client| {
+        let table = client.select(query, Some(1), args)?;
+        if table.is_empty() {
+            Ok::<_, pgrx::spi::SpiError>(None)
+        } else {
+            table.first().get_one::<T>()
+        }
+    })?)
+}

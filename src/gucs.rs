@@ -29,8 +29,11 @@ static AUDIT: GucSetting<AuditLevel> = GucSetting::<AuditLevel>::new(AuditLevel:
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum AuditLevel {
+    #[name = c"off"]
     Off,
+    #[name = c"denied"]
     Denied,
+    #[name = c"all"]
     All,
 }
 

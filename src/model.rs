@@ -183,6 +183,8 @@ pub struct Hierarchy {
     pub children_of_parent: HashMap<u32, Vec<u32>>,
     /// Public through its own flag or any ancestor's.
     pub public: Vec<bool>,
+    /// The principal named in the owner column, if the type has one.
+    pub owner: Vec<Option<String>>,
 }
 
 pub struct Model {
@@ -362,7 +364,7 @@ impl Model {
         }
         let name = db::role_name(role);
         let principal = db::as_superuser(|| {
-            Spi::get_one_with_args::<String>("SELECT id FROM authz.principals WHERE db_role = $1::name", &[name.into()])
+            db::select_one::<String>("SELECT id FROM authz.principals WHERE db_role = $1::name", &[name.into()])
         })?;
         self.logins.borrow_mut().insert(role.to_u32(), principal.clone());
         Ok(principal)
@@ -388,11 +390,16 @@ fn load_hierarchy(rt: &ResourceType, parent: Option<&Hierarchy>) -> AuthzResult<
         Some(c) => format!("coalesce({}, false)", db::quote_ident(c)),
         None => "false".into(),
     };
+    let owner_expr = match &rt.owner_column {
+        Some(c) => format!("{}::text", db::quote_ident(c)),
+        None => "NULL::text".into(),
+    };
     let query = format!(
-        "SELECT {id}::text, {parent_expr}, {public_expr} FROM {table_name} WHERE {id} IS NOT NULL",
+        "SELECT {id}::text, {parent_expr}, {public_expr}, {owner_expr} FROM {table_name} WHERE {id} IS NOT NULL",
         id = db::quote_ident(id_column)
     );
-    let rows: Vec<(String, Option<String>, bool)> = db::as_superuser(|| {
+    type Row = (String, Option<String>, bool, Option<String>);
+    let rows: Vec<Row> = db::as_superuser(|| {
         Spi::connect(|client| {
             let mut rows = Vec::new();
             for row in client.select(query.as_str(), None, &[])? {
@@ -400,6 +407,7 @@ fn load_hierarchy(rt: &ResourceType, parent: Option<&Hierarchy>) -> AuthzResult<
                     row.get::<String>(1)?.unwrap_or_default(),
                     row.get::<String>(2)?,
                     row.get::<bool>(3)?.unwrap_or(false),
+                    row.get::<String>(4)?,
                 ));
             }
             Ok::<_, pgrx::spi::SpiError>(rows)
@@ -409,7 +417,7 @@ fn load_hierarchy(rt: &ResourceType, parent: Option<&Hierarchy>) -> AuthzResult<
         AuthzError::config(format!("cannot read the ids of resource type \"{}\"", rt.name)).detail(e.to_string())
     })?;
     let mut h = Hierarchy::default();
-    for (id, parent_id, public) in rows {
+    for (id, parent_id, public, owner) in rows {
         if h.index.contains_key(&id) {
             continue;
         }
@@ -429,6 +437,7 @@ fn load_hierarchy(rt: &ResourceType, parent: Option<&Hierarchy>) -> AuthzResult<
         h.ids.push(id);
         h.parent.push(parent_idx);
         h.public.push(public || inherited_public);
+        h.owner.push(owner);
     }
     Ok(h)
 }

@@ -184,21 +184,9 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
     let mut allowed = vec![false; n];
     let mut denied = vec![false; n];
     let mut deciding_rules = Vec::new();
-    for grant in grants.iter() {
-        let Some(rules) = model.rules_by_role.get(&grant.role) else { continue };
-        let scope_mask = match &grant.scope {
-            None => None,
-            Some((scope_type, scope_id)) => {
-                let Some(level) = level_of(scope_type) else { continue };
-                let sh = model.hierarchy(scope_type)?;
-                let Some(&node) = sh.index.get(scope_id) else { continue };
-                let mut mask = vec![false; n];
-                for i in descend(model, &chain, level, vec![node])? {
-                    mask[i as usize] = true;
-                }
-                Some(mask)
-            }
-        };
+    // Apply a role's rules to the ids inside `mask` (None: everywhere).
+    let mut apply = |role: &str, mask: Option<&[bool]>| -> AuthzResult<()> {
+        let Some(rules) = model.rules_by_role.get(role) else { return Ok(()) };
         for rule in rules {
             if !action_matches(&rule.action, action) {
                 continue;
@@ -209,13 +197,53 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
             let target = if rule.allow { &mut allowed } else { &mut denied };
             let mut hit = false;
             for i in covered {
-                if scope_mask.as_ref().is_none_or(|m| m[i as usize]) {
+                if mask.is_none_or(|m| m[i as usize]) {
                     target[i as usize] = true;
                     hit = true;
                 }
             }
             if hit {
                 deciding_rules.push(rule.id);
+            }
+        }
+        Ok(())
+    };
+    let mask_of = |level: usize, nodes: Vec<u32>| -> AuthzResult<Vec<bool>> {
+        let mut mask = vec![false; n];
+        for i in descend(model, &chain, level, nodes)? {
+            mask[i as usize] = true;
+        }
+        Ok(mask)
+    };
+    for grant in grants.iter() {
+        match &grant.scope {
+            None => apply(&grant.role, None)?,
+            Some((scope_type, scope_id)) => {
+                let Some(level) = level_of(scope_type) else { continue };
+                let sh = model.hierarchy(scope_type)?;
+                let Some(&node) = sh.index.get(scope_id) else { continue };
+                let mask = mask_of(level, vec![node])?;
+                apply(&grant.role, Some(&mask))?;
+            }
+        }
+    }
+    // The principal named in a resource's owner column holds the built-in role `owner` there.
+    if let Some(user) = &identity.user_id {
+        for (level, rt) in chain.iter().enumerate() {
+            if rt.owner_column.is_none() {
+                continue;
+            }
+            let lh = model.hierarchy(&rt.name)?;
+            let owned: Vec<u32> =
+                (0..lh.ids.len()).filter(|&i| lh.owner[i].as_deref() == Some(user.as_str())).map(|i| i as u32).collect();
+            if owned.is_empty() {
+                continue;
+            }
+            let mask = mask_of(level, owned)?;
+            for path in model.role_closure("owner") {
+                if let Some(role) = path.last() {
+                    apply(role, Some(&mask))?;
+                }
             }
         }
     }
@@ -286,8 +314,8 @@ pub fn decide(identity: &Identity, resource_type: &str, id: &str, action: &str) 
     validate_action(action)?;
     let model = model::current()?;
     let chain = model.type_chain(resource_type)?;
-    // (type, id, public) from the resource up to the root.
-    let mut nodes: Vec<(String, String, bool)> = Vec::new();
+    // (type, id, public, owner) from the resource up to the root.
+    let mut nodes: Vec<(String, String, bool, Option<String>)> = Vec::new();
     if chain[0].table.is_some() {
         let h = model.hierarchy(resource_type)?;
         let Some(&start) = h.index.get(id) else {
@@ -301,17 +329,32 @@ pub fn decide(identity: &Identity, resource_type: &str, id: &str, action: &str) 
         for t in &chain {
             let Some(i) = idx else { break };
             let th = model.hierarchy(&t.name)?;
-            nodes.push((t.name.clone(), th.ids[i as usize].clone(), th.public[i as usize]));
+            nodes.push((t.name.clone(), th.ids[i as usize].clone(), th.public[i as usize], th.owner[i as usize].clone()));
             idx = th.parent[i as usize];
         }
     } else {
-        nodes.push((resource_type.to_string(), id.to_string(), false));
+        nodes.push((resource_type.to_string(), id.to_string(), false, None));
     }
-    let grants = grants(&model, identity)?;
+    let mut grants = (*grants(&model, identity)?).clone();
+    if let Some(user) = &identity.user_id {
+        for (t, i, _, owner) in &nodes {
+            if owner.as_deref() == Some(user.as_str()) {
+                for path in model.role_closure("owner") {
+                    let Some(role) = path.last().cloned() else { continue };
+                    grants.push(Grant {
+                        role,
+                        scope: Some((t.clone(), i.clone())),
+                        via: format!("owner of {t}:{i}"),
+                        role_path: path,
+                    });
+                }
+            }
+        }
+    }
     let mut matches = Vec::new();
     for grant in grants.iter() {
         if let Some((st, sid)) = &grant.scope {
-            if !nodes.iter().any(|(t, i, _)| t == st && i == sid) {
+            if !nodes.iter().any(|(t, i, _, _)| t == st && i == sid) {
                 continue;
             }
         }
@@ -320,12 +363,12 @@ pub fn decide(identity: &Identity, resource_type: &str, id: &str, action: &str) 
             if !action_matches(&rule.action, action) {
                 continue;
             }
-            if let Some((t, i, _)) = nodes.iter().find(|(t, i, _)| *t == rule.resource_type && rule.pattern.matches(i)) {
+            if let Some((t, i, _, _)) = nodes.iter().find(|(t, i, _, _)| *t == rule.resource_type && rule.pattern.matches(i)) {
                 matches.push(Match { grant: grant.clone(), rule: rule.clone(), matched: format!("{t}:{i}") });
             }
         }
     }
-    let public = action == "read" && nodes.iter().any(|(_, _, p)| *p);
+    let public = action == "read" && nodes.iter().any(|(_, _, p, _)| *p);
     let (allowed, reason) = if let Some(m) = matches.iter().find(|m| !m.rule.allow) {
         (false, format!("denied by rule {} ({})", m.rule.id, m.rule.describe()))
     } else if let Some(m) = matches.iter().find(|m| m.rule.allow) {

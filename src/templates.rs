@@ -32,7 +32,7 @@ struct ColumnInfo {
 }
 
 fn column(table: pg_sys::Oid, name: &str, what: &str) -> AuthzResult<ColumnInfo> {
-    let type_oid = Spi::get_one_with_args::<pg_sys::Oid>(
+    let type_oid = db::select_one::<pg_sys::Oid>(
         "SELECT atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2::name AND attnum > 0 AND NOT attisdropped",
         &[table.into(), name.into()],
     )?;
@@ -198,6 +198,7 @@ fn protect_sql(
     soft_delete_column: default!(Option<&str>, "NULL"),
 ) -> String {
     let tbl = relation.oid();
+    drop(relation); // an open relation would block the ALTER TABLEs below
     plan(tbl, id_column, resource_type, owner_column, soft_delete_column)
         .or_raise()
         .into_iter()
@@ -218,6 +219,7 @@ fn protect(
     soft_delete_column: default!(Option<&str>, "NULL"),
 ) -> String {
     let tbl = relation.oid();
+    drop(relation); // an open relation would block the ALTER TABLEs below
     policy::require_manage("tables").or_raise();
     require_owner(tbl).map_err(AuthzError::from).or_raise();
     let plans = plan(tbl, id_column, resource_type, owner_column, soft_delete_column).or_raise();
@@ -255,6 +257,7 @@ fn protect(
 #[search_path(pg_catalog, pg_temp)]
 fn unprotect(relation: PgRelation) -> bool {
     let tbl = relation.oid();
+    drop(relation); // an open relation would block the ALTER TABLEs below
     policy::require_manage("tables").or_raise();
     require_owner(tbl).map_err(AuthzError::from).or_raise();
     let tables = Spi::connect(|client| {
@@ -287,21 +290,23 @@ fn unprotect(relation: PgRelation) -> bool {
 #[search_path(pg_catalog, pg_temp)]
 fn restore(relation: PgRelation, id: &str) -> bool {
     let tbl = relation.oid();
-    let config = Spi::get_three_with_args::<String, String, String>(
-        "SELECT id_column::text, resource_type, soft_delete_column::text FROM authz.protected WHERE tbl = $1",
+    drop(relation); // an open relation would block the ALTER TABLEs below
+    let config = db::select_one::<Vec<Option<String>>>(
+        "SELECT ARRAY[id_column::text, resource_type, soft_delete_column::text] FROM authz.protected WHERE tbl = $1",
         &[tbl.into()],
     )
-    .map_err(AuthzError::from)
-    .or_raise();
-    let (Some(id_column), Some(resource_type), Some(soft)) = config else {
+    .or_raise()
+    .unwrap_or_default();
+    let (Some(Some(id_column)), Some(Some(resource_type)), Some(Some(soft))) =
+        (config.first().cloned(), config.get(1).cloned(), config.get(2).cloned())
+    else {
         AuthzError::invalid(format!("{} is not protected with a soft delete column", db::qualified_name(tbl).or_raise())).raise();
     };
-    let pk = Spi::get_one_with_args::<String>(
+    let pk = db::select_one::<String>(
         "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
          WHERE i.indrelid = $1 AND i.indisprimary AND i.indnatts = 1",
         &[tbl.into()],
     )
-    .map_err(AuthzError::from)
     .or_raise()
     .unwrap_or_else(|| {
         AuthzError::invalid("authz.restore() needs a single-column primary key")
@@ -315,11 +320,10 @@ fn restore(relation: PgRelation, id: &str) -> bool {
     } else {
         (format!("{} IS NOT NULL", quote_ident(&soft)), "NULL")
     };
-    let resource = Spi::get_one_with_args::<String>(
+    let resource = db::select_one::<String>(
         &format!("SELECT {}::text FROM {name} WHERE {}::text = $1 AND {deleted}", quote_ident(&id_column), quote_ident(&pk)),
         &[id.into()],
     )
-    .map_err(AuthzError::from)
     .or_raise();
     let allowed = match &resource {
         Some(r) => resolve::check_current(&resource_type, r, "restore").or_raise(),
