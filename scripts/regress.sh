@@ -8,6 +8,7 @@ dir=$(mktemp -d /tmp/pg_authz_regress.XXXXXX)
 port=$(scripts/free_port.sh)
 trap 'scripts/cluster.sh stop "$dir"' EXIT
 scripts/cluster.sh start "$dir" "$port"
+"$BIN/createdb" -h "$dir" -p "$port" -U postgres pg_authz_regress
 out=target/regress
 rm -rf "$out"; mkdir -p "$out"
 tests=$(ls pg_test/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort)

@@ -120,7 +120,7 @@ BEGIN
         FROM authz.memberships m JOIN up ON m.member_id = up.id
         WHERE NOT m.group_id = ANY(up.path[2:])
     )
-    SELECT array_to_string(path || member_id, ' -> ') INTO cycle FROM up WHERE id = member_id LIMIT 1;
+    SELECT array_to_string(path, ' -> ') INTO cycle FROM up WHERE id = member_id LIMIT 1;
     IF group_id = member_id OR cycle IS NOT NULL THEN
         RAISE EXCEPTION 'group membership cycle: %', coalesce(cycle, group_id || ' -> ' || member_id)
             USING ERRCODE = '22023', DETAIL = 'Groups may nest, but never in a circle.';
@@ -312,12 +312,14 @@ BEGIN
 END
 $$;
 
--- Casbin 'g' line: role inheritance when the first name is a role, else a role assignment.
-CREATE FUNCTION authz._casbin_group(member text, role text)
+-- Casbin 'g' line: role inheritance when the first name is a role (an existing one, or one the
+-- imported policy uses as a role anywhere), else a role assignment to a principal.
+CREATE FUNCTION authz._casbin_group(member text, role text, member_is_role boolean)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM authz._ensure_role(role);
-    IF EXISTS (SELECT FROM authz.roles r WHERE r.name = member) THEN
+    IF member_is_role OR EXISTS (SELECT FROM authz.roles r WHERE r.name = member) THEN
+        PERFORM authz._ensure_role(member);
         PERFORM authz.add_inheritance(member, role);
     ELSE
         IF NOT EXISTS (SELECT FROM authz.principals p WHERE p.id = member) THEN
@@ -416,5 +418,5 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION authz._audit_change(), authz._require_principal(text, text), authz._require_role(text),
-    authz._require_scope(text, text), authz._require_column(regclass, name, text), authz._casbin_group(text, text),
+    authz._require_scope(text, text), authz._require_column(regclass, name, text), authz._casbin_group(text, text, boolean),
     authz._ensure_role(text), authz._add_rule(text, text, text, text, text) FROM PUBLIC;

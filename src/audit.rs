@@ -11,12 +11,12 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use serde_json::{json, Map, Value};
 
+use crate::db;
 use crate::errors::AuthzError;
 use crate::gucs::{self, AuditLevel};
 use crate::identity::Identity;
 use crate::resolve::Permitted;
 use crate::token::VerifiedToken;
-use crate::db;
 
 pub const PREFIX: &str = "pg_authz audit: ";
 
@@ -47,16 +47,13 @@ thread_local! {
 /// The client's address never changes within a backend: look it up once.
 fn client_addr() -> Option<String> {
     CLIENT_ADDR.with(|c| {
-        c.get_or_init(|| Spi::get_one::<String>("SELECT pg_catalog.inet_client_addr()::text").ok().flatten())
-            .clone()
+        c.get_or_init(|| Spi::get_one::<String>("SELECT pg_catalog.inet_client_addr()::text").ok().flatten()).clone()
     })
 }
 
 fn base(event: &str) -> Map<String, Value> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let application = unsafe { c_string(pg_sys::application_name) };
     let client = client_addr();
     let mut m = Map::new();
@@ -84,7 +81,8 @@ fn identity_fields(m: &mut Map<String, Value>, who: &Identity) {
 
 fn emit(m: Map<String, Value>) {
     let line = format!("{PREFIX}{}", Value::Object(m));
-    ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, line, "pg_authz").report(PgLogLevel::LOG_SERVER_ONLY);
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, line, "pg_authz")
+        .report(PgLogLevel::LOG_SERVER_ONLY);
 }
 
 /// A token verified for the first time in this backend.
@@ -109,7 +107,14 @@ pub fn token_rejected(e: &AuthzError) {
 }
 
 /// One decision about one resource.
-pub fn decision(who: &Identity, resource_type: &str, action: &str, id: Option<&str>, allowed: bool, rule: Option<&str>) {
+pub fn decision(
+    who: &Identity,
+    resource_type: &str,
+    action: &str,
+    id: Option<&str>,
+    allowed: bool,
+    rule: Option<&str>,
+) {
     if !wanted(!allowed) {
         return;
     }
@@ -136,10 +141,7 @@ pub fn set_decision(who: &Identity, p: &Permitted) {
     m.insert("outcome".into(), json!(if denied { "deny" } else { "allow" }));
     m.insert("permitted".into(), json!(p.ids.len()));
     m.insert("of".into(), json!(p.total));
-    m.insert(
-        "rules".into(),
-        if p.deciding_rules.is_empty() { json!("default deny") } else { json!(p.deciding_rules) },
-    );
+    m.insert("rules".into(), if p.deciding_rules.is_empty() { json!("default deny") } else { json!(p.deciding_rules) });
     emit(m);
 }
 

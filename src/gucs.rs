@@ -129,7 +129,7 @@ pub fn token() -> Option<&'static [u8]> {
     // SAFETY: the GUC machinery keeps this pointer valid until the next assignment, and the
     // backend is single-threaded; callers copy what they keep.
     unsafe {
-        let ptr = *(&raw const TOKEN);
+        let ptr = TOKEN;
         if ptr.is_null() {
             return None;
         }
@@ -153,13 +153,7 @@ pub fn leeway_seconds() -> i64 {
 fn comma_list(setting: &GucSetting<Option<CString>>) -> Vec<String> {
     setting
         .get()
-        .map(|s| {
-            s.to_string_lossy()
-                .split(',')
-                .map(|x| x.trim().to_string())
-                .filter(|x| !x.is_empty())
-                .collect()
-        })
+        .map(|s| s.to_string_lossy().split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
         .unwrap_or_default()
 }
 

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use crate::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::errors::{AuthzResult, OrRaise};
 use crate::token::{self, VerifiedToken};
 use crate::{db, gucs, model};
 
@@ -75,7 +75,7 @@ fn login(token: &str, local: default!(bool, "true")) -> String {
             "authz.login() outside a transaction block only lasts until the end of this statement; use BEGIN first, or authz.login(token, false) on a dedicated connection"
         );
     }
-    set_token(token, local).map_err(AuthzError::from).or_raise();
+    set_token(token, local).or_raise();
     verified.user_id.clone()
 }
 

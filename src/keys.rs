@@ -29,10 +29,8 @@ thread_local! {
     static KEYS: RefCell<Option<Rc<KeySet>>> = const { RefCell::new(None) };
 }
 
-pub const ALGORITHMS: &[&str] = &[
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
-    "EdDSA",
-];
+pub const ALGORITHMS: &[&str] =
+    &["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
 
 pub fn parse_alg(alg: &str) -> AuthzResult<Algorithm> {
     let parsed = match alg {
@@ -74,14 +72,21 @@ fn decoding_key(alg: Algorithm, format: &str, material: &str) -> AuthzResult<Dec
             }
             if material.len() < 32 {
                 return Err(AuthzError::invalid("HMAC secret is too short")
-                    .detail(format!("The secret has {} bytes; RFC 7518 section 3.2 requires at least 32.", material.len()))
+                    .detail(format!(
+                        "The secret has {} bytes; RFC 7518 section 3.2 requires at least 32.",
+                        material.len()
+                    ))
                     .hint("Generate one with: SELECT encode(gen_random_bytes(32), 'base64') (pgcrypto)."));
             }
             Ok(DecodingKey::from_secret(material.as_bytes()))
         }
         "pem" => {
             let key = match alg {
-                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384
+                Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
                 | Algorithm::PS512 => DecodingKey::from_rsa_pem(material.as_bytes()),
                 Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(material.as_bytes()),
                 Algorithm::EdDSA => DecodingKey::from_ed_pem(material.as_bytes()),
@@ -113,11 +118,8 @@ pub fn current() -> AuthzResult<Rc<KeySet>> {
 fn load(generation: u64) -> AuthzResult<KeySet> {
     let rows: Vec<(String, String, String, String, Option<String>, Option<String>)> = db::as_superuser(|| {
         Spi::connect(|client| {
-            let table = client.select(
-                "SELECT kid, alg, key_format, material, issuer, audience FROM authz.keys",
-                None,
-                &[],
-            )?;
+            let table =
+                client.select("SELECT kid, alg, key_format, material, issuer, audience FROM authz.keys", None, &[])?;
             let mut rows = Vec::new();
             for row in table {
                 rows.push((
@@ -215,7 +217,8 @@ fn jwk_algorithm(jwk: &Jwk) -> AuthzResult<Algorithm> {
         },
         AlgorithmParameters::OctetKeyPair(_) => Ok(Algorithm::EdDSA),
         AlgorithmParameters::OctetKey(_) => {
-            Err(AuthzError::invalid("symmetric (oct) keys are not imported from a JWKS").hint("Use authz.add_key() for HMAC secrets."))
+            Err(AuthzError::invalid("symmetric (oct) keys are not imported from a JWKS")
+                .hint("Use authz.add_key() for HMAC secrets."))
         }
     }
 }
@@ -227,7 +230,9 @@ fn jwk_algorithm(jwk: &Jwk) -> AuthzResult<Algorithm> {
 fn add_jwks(jwks: pgrx::JsonB) -> Vec<String> {
     require_key_admin().or_raise();
     let set: JwkSet = serde_json::from_value(jwks.0)
-        .map_err(|e| AuthzError::invalid("not a JWKS document").detail(e.to_string()).hint("Expected {\"keys\": [ ... ]}."))
+        .map_err(|e| {
+            AuthzError::invalid("not a JWKS document").detail(e.to_string()).hint("Expected {\"keys\": [ ... ]}.")
+        })
         .or_raise();
     let mut prepared = Vec::new();
     for (i, jwk) in set.keys.iter().enumerate() {

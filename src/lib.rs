@@ -59,7 +59,10 @@ mod tests {
 
     #[pg_test]
     fn version_matches_crate() {
-        assert_eq!(Spi::get_one::<String>("SELECT authz.version()").unwrap().as_deref(), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            Spi::get_one::<String>("SELECT authz.version()").unwrap().as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[pg_test]

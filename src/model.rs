@@ -66,8 +66,11 @@ impl Pattern {
                 '\\' => match chars.next() {
                     Some(escaped) => tokens.push(GlobToken::Char(escaped)),
                     None => {
-                        return Err(AuthzError::invalid(format!("malformed pattern \"{}\"", crate::keys::printable(text, 64)))
-                            .detail("The pattern ends with an unfinished escape (\\)."))
+                        return Err(AuthzError::invalid(format!(
+                            "malformed pattern \"{}\"",
+                            crate::keys::printable(text, 64)
+                        ))
+                        .detail("The pattern ends with an unfinished escape (\\)."))
                     }
                 },
                 '*' => {
@@ -221,7 +224,8 @@ fn load(generation: u64) -> AuthzResult<Model> {
         Spi::connect(|client| {
             let mut inheritance = Vec::new();
             for row in client.select("SELECT role, inherits FROM authz.role_inheritance ORDER BY 1, 2", None, &[])? {
-                inheritance.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+                inheritance
+                    .push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
             }
             let mut rules = Vec::new();
             for row in client.select(
@@ -380,8 +384,9 @@ fn load_hierarchy(rt: &ResourceType, parent: Option<&Hierarchy>) -> AuthzResult<
         return Err(AuthzError::invalid(format!("resource type \"{}\" has no table", rt.name))
             .detail("Its permissions can be checked with authz.check() but its ids cannot be listed."));
     };
-    let table_name = db::qualified_name(table)
-        .map_err(|e| AuthzError::config(format!("the table of resource type \"{}\" is gone", rt.name)).detail(e.message))?;
+    let table_name = db::qualified_name(table).map_err(|e| {
+        AuthzError::config(format!("the table of resource type \"{}\" is gone", rt.name)).detail(e.message)
+    })?;
     let parent_expr = match &rt.parent_column {
         Some(c) => format!("{}::text", db::quote_ident(c)),
         None => "NULL::text".into(),

@@ -248,7 +248,8 @@ unsafe fn selectivity(req: *mut pg_sys::SupportRequestSelectivity) -> bool {
     if (*req).is_join {
         return false;
     }
-    let (Some(resource_type), Some(action)) = (const_text(list_nth((*req).args, 1)), const_text(list_nth((*req).args, 2)))
+    let (Some(resource_type), Some(action)) =
+        (const_text(list_nth((*req).args, 1)), const_text(list_nth((*req).args, 2)))
     else {
         return false;
     };
@@ -292,7 +293,8 @@ unsafe fn index_condition(req: *mut pg_sys::SupportRequestIndexCondition) -> *mu
         return std::ptr::null_mut();
     }
     let column_type = pg_sys::exprType(column);
-    let eq = pg_sys::get_opfamily_member((*req).opfamily, column_type, column_type, pg_sys::BTEqualStrategyNumber as i16);
+    let eq =
+        pg_sys::get_opfamily_member((*req).opfamily, column_type, column_type, pg_sys::BTEqualStrategyNumber as i16);
     if eq == pg_sys::InvalidOid {
         return std::ptr::null_mut();
     }

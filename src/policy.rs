@@ -28,7 +28,9 @@ pub fn require_manage(area: &str) -> AuthzResult<()> {
             db::role_name(caller),
             who.user_id.as_deref().unwrap_or("anonymous")
         ))
-        .hint("A superuser or authz_admin member can grant it, e.g. SELECT authz.allow('admin', 'authz', '*', 'manage')."))
+        .hint(
+            "A superuser or authz_admin member can grant it, e.g. SELECT authz.allow('admin', 'authz', '*', 'manage').",
+        ))
 }
 
 /// Raise 42501 unless the caller may manage this area of pg_authz. Called first by every
@@ -100,6 +102,31 @@ fn parse_casbin_line(number: usize, line: &str) -> AuthzResult<Option<CasbinLine
     }
 }
 
+fn apply_casbin_line(line: &CasbinLine, role_names: &std::collections::HashSet<String>) {
+    let result = match line {
+        CasbinLine::Policy { role, resource_type, pattern, action, allow } => {
+            Spi::run_with_args("SELECT authz._ensure_role($1)", &[role.as_str().into()]).and_then(|_| {
+                Spi::run_with_args(
+                    if *allow { "SELECT authz.allow($1, $2, $3, $4)" } else { "SELECT authz.deny($1, $2, $3, $4)" },
+                    &[
+                        role.as_str().into(),
+                        resource_type.as_str().into(),
+                        pattern.as_str().into(),
+                        action.as_str().into(),
+                    ],
+                )
+            })
+        }
+        CasbinLine::Grouping { member, role } => Spi::run_with_args(
+            "SELECT authz._casbin_group($1, $2, $3)",
+            &[member.as_str().into(), role.as_str().into(), role_names.contains(member).into()],
+        ),
+    };
+    if let Err(e) = result {
+        AuthzError::invalid("the line could not be applied").detail(e.to_string()).raise();
+    }
+}
+
 /// Load Casbin policy lines. All or nothing: a bad line names its number and nothing is imported.
 /// Returns the number of lines applied.
 #[pg_extern(volatile, security_definer)]
@@ -112,33 +139,33 @@ fn import_casbin(policy: &str) -> i32 {
             parsed.push((i + 1, l));
         }
     }
+    // A name is a role if it already is one or if the policy uses it as one anywhere (subject of a
+    // p line, target of a g line): decided before anything is applied, so line order cannot matter.
+    let mut role_names = std::collections::HashSet::new();
+    for (_, line) in &parsed {
+        match line {
+            CasbinLine::Policy { role, .. } => role_names.insert(role.clone()),
+            CasbinLine::Grouping { role, .. } => role_names.insert(role.clone()),
+        };
+    }
     let mut applied = 0;
     for (number, line) in parsed {
-        let result = match &line {
-            CasbinLine::Policy { role, resource_type, pattern, action, allow } => Spi::run_with_args(
-                "SELECT authz._ensure_role($1)",
-                &[role.as_str().into()],
-            )
-            .and_then(|_| {
-                Spi::run_with_args(
-                    if *allow {
-                        "SELECT authz.allow($1, $2, $3, $4)"
-                    } else {
-                        "SELECT authz.deny($1, $2, $3, $4)"
-                    },
-                    &[role.as_str().into(), resource_type.as_str().into(), pattern.as_str().into(), action.as_str().into()],
-                )
-            }),
-            CasbinLine::Grouping { member, role } => Spi::run_with_args(
-                "SELECT authz._casbin_group($1, $2)",
-                &[member.as_str().into(), role.as_str().into()],
-            ),
-        };
-        if let Err(e) = result {
-            AuthzError::invalid(format!("casbin policy line {number} could not be applied"))
-                .detail(e.to_string())
-                .raise();
-        }
+        // Errors raised inside the management functions are re-raised naming the line, keeping
+        // their SQLSTATE; the whole import is one statement, so nothing is half-imported.
+        pgrx::PgTryBuilder::new(|| apply_casbin_line(&line, &role_names))
+            .catch_others(|cause| {
+                let (code, message) = match &cause {
+                    pgrx::pg_sys::panic::CaughtError::PostgresError(e)
+                    | pgrx::pg_sys::panic::CaughtError::ErrorReport(e)
+                    | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: e, .. } => {
+                        (e.sql_error_code(), e.message().to_string())
+                    }
+                };
+                AuthzError::new(code, format!("casbin policy line {number} could not be applied"))
+                    .detail(message)
+                    .raise()
+            })
+            .execute();
         applied += 1;
     }
     applied

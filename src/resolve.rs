@@ -150,7 +150,12 @@ pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>>
 }
 
 /// Indices (in `to`'s hierarchy) of the ids under the given nodes of an ancestor type.
-fn descend(model: &Model, chain: &[Rc<model::ResourceType>], from_level: usize, nodes: Vec<u32>) -> AuthzResult<Vec<u32>> {
+fn descend(
+    model: &Model,
+    chain: &[Rc<model::ResourceType>],
+    from_level: usize,
+    nodes: Vec<u32>,
+) -> AuthzResult<Vec<u32>> {
     let mut current = nodes;
     for level in (0..from_level).rev() {
         let h = model.hierarchy(&chain[level].name)?;
@@ -234,8 +239,10 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
                 continue;
             }
             let lh = model.hierarchy(&rt.name)?;
-            let owned: Vec<u32> =
-                (0..lh.ids.len()).filter(|&i| lh.owner[i].as_deref() == Some(user.as_str())).map(|i| i as u32).collect();
+            let owned: Vec<u32> = (0..lh.ids.len())
+                .filter(|&i| lh.owner[i].as_deref() == Some(user.as_str()))
+                .map(|i| i as u32)
+                .collect();
             if owned.is_empty() {
                 continue;
             }
@@ -248,10 +255,8 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
         }
     }
     let read = action == "read";
-    let ids = (0..n)
-        .filter(|&i| !denied[i] && (allowed[i] || (read && h.public[i])))
-        .map(|i| h.ids[i].clone())
-        .collect();
+    let ids =
+        (0..n).filter(|&i| !denied[i] && (allowed[i] || (read && h.public[i]))).map(|i| h.ids[i].clone()).collect();
     deciding_rules.sort_unstable();
     deciding_rules.dedup();
     Ok(Permitted {
@@ -266,7 +271,9 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
 
 fn validate_action(action: &str) -> AuthzResult<()> {
     if action.is_empty() || action.chars().any(|c| c.is_control()) {
-        return Err(AuthzError::invalid("invalid action").detail("An action is a non-empty name without control characters."));
+        return Err(
+            AuthzError::invalid("invalid action").detail("An action is a non-empty name without control characters.")
+        );
     }
     Ok(())
 }
@@ -329,7 +336,12 @@ pub fn decide(identity: &Identity, resource_type: &str, id: &str, action: &str) 
         for t in &chain {
             let Some(i) = idx else { break };
             let th = model.hierarchy(&t.name)?;
-            nodes.push((t.name.clone(), th.ids[i as usize].clone(), th.public[i as usize], th.owner[i as usize].clone()));
+            nodes.push((
+                t.name.clone(),
+                th.ids[i as usize].clone(),
+                th.public[i as usize],
+                th.owner[i as usize].clone(),
+            ));
             idx = th.parent[i as usize];
         }
     } else {
@@ -363,7 +375,9 @@ pub fn decide(identity: &Identity, resource_type: &str, id: &str, action: &str) 
             if !action_matches(&rule.action, action) {
                 continue;
             }
-            if let Some((t, i, _, _)) = nodes.iter().find(|(t, i, _, _)| *t == rule.resource_type && rule.pattern.matches(i)) {
+            if let Some((t, i, _, _)) =
+                nodes.iter().find(|(t, i, _, _)| *t == rule.resource_type && rule.pattern.matches(i))
+            {
                 matches.push(Match { grant: grant.clone(), rule: rule.clone(), matched: format!("{t}:{i}") });
             }
         }
@@ -518,11 +532,13 @@ mod tests {
 
     #[pg_test]
     fn deny_beats_allow_and_public() {
+        // A deny through a role held only in scope (viewer, via editor of project 1) cannot reach
+        // project 3; a deny for everyone (anonymous) beats its public flag.
         setup();
         Spi::run(
             "UPDATE authz.principals SET db_role = NULL WHERE id = 'dba';
              UPDATE authz.principals SET db_role = session_user WHERE id = 'alice';
-             SELECT authz.deny('viewer', 'project', '3', 'read');
+             SELECT authz.deny('anonymous', 'project', '3', 'read');
              SELECT authz.deny('editor', 'session', '2', '*');",
         )
         .unwrap();

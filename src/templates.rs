@@ -40,7 +40,11 @@ fn column(table: pg_sys::Oid, name: &str, what: &str) -> AuthzResult<ColumnInfo>
         Some(type_oid) => Ok(ColumnInfo { type_oid }),
         None => Err(AuthzError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-            format!("{what} column \"{}\" does not exist in table {}", crate::keys::printable(name, 64), db::qualified_name(table)?),
+            format!(
+                "{what} column \"{}\" does not exist in table {}",
+                crate::keys::printable(name, 64),
+                db::qualified_name(table)?
+            ),
         )),
     }
 }
@@ -109,8 +113,12 @@ fn plan(
         None => permits(full),
     };
     let (live, deleted) = match soft {
-        Some((c, SoftDeleteKind::Flag)) => (format!("{} IS NOT TRUE", quote_ident(c)), format!("{} IS TRUE", quote_ident(c))),
-        Some((c, SoftDeleteKind::Timestamp)) => (format!("{} IS NULL", quote_ident(c)), format!("{} IS NOT NULL", quote_ident(c))),
+        Some((c, SoftDeleteKind::Flag)) => {
+            (format!("{} IS NOT TRUE", quote_ident(c)), format!("{} IS TRUE", quote_ident(c)))
+        }
+        Some((c, SoftDeleteKind::Timestamp)) => {
+            (format!("{} IS NULL", quote_ident(c)), format!("{} IS NOT NULL", quote_ident(c)))
+        }
         None => (String::new(), String::new()),
     };
     let write = either("write", "write_own");
@@ -221,7 +229,7 @@ fn protect(
     let tbl = relation.oid();
     drop(relation); // an open relation would block the ALTER TABLEs below
     policy::require_manage("tables").or_raise();
-    require_owner(tbl).map_err(AuthzError::from).or_raise();
+    require_owner(tbl).or_raise();
     let plans = plan(tbl, id_column, resource_type, owner_column, soft_delete_column).or_raise();
     for p in &plans {
         Spi::run(&p.sql).map_err(AuthzError::from).or_raise();
@@ -259,7 +267,7 @@ fn unprotect(relation: PgRelation) -> bool {
     let tbl = relation.oid();
     drop(relation); // an open relation would block the ALTER TABLEs below
     policy::require_manage("tables").or_raise();
-    require_owner(tbl).map_err(AuthzError::from).or_raise();
+    require_owner(tbl).or_raise();
     let tables = Spi::connect(|client| {
         client
             .select("SELECT tbl::oid FROM authz.protected WHERE tbl = $1 OR tbl IN (SELECT relid FROM pg_partition_tree($1))", None, &[tbl.into()])?
@@ -271,15 +279,20 @@ fn unprotect(relation: PgRelation) -> bool {
     for t in tables.iter().flatten() {
         let name = db::qualified_name(*t).or_raise();
         Spi::run(&render(UNPROTECT_TEMPLATE, &[("table", name.as_str())])).map_err(AuthzError::from).or_raise();
-        let others = Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT FROM pg_policy WHERE polrelid = $1)", &[(*t).into()])
-            .map_err(AuthzError::from)
-            .or_raise();
-        if others != Some(true) {
-            Spi::run(&format!("ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY; ALTER TABLE {name} DISABLE ROW LEVEL SECURITY"))
+        let others =
+            Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT FROM pg_policy WHERE polrelid = $1)", &[(*t).into()])
                 .map_err(AuthzError::from)
                 .or_raise();
+        if others != Some(true) {
+            Spi::run(&format!(
+                "ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY; ALTER TABLE {name} DISABLE ROW LEVEL SECURITY"
+            ))
+            .map_err(AuthzError::from)
+            .or_raise();
         }
-        Spi::run_with_args("DELETE FROM authz.protected WHERE tbl = $1", &[(*t).into()]).map_err(AuthzError::from).or_raise();
+        Spi::run_with_args("DELETE FROM authz.protected WHERE tbl = $1", &[(*t).into()])
+            .map_err(AuthzError::from)
+            .or_raise();
     }
     !tables.is_empty()
 }
@@ -300,7 +313,11 @@ fn restore(relation: PgRelation, id: &str) -> bool {
     let (Some(Some(id_column)), Some(Some(resource_type)), Some(Some(soft))) =
         (config.first().cloned(), config.get(1).cloned(), config.get(2).cloned())
     else {
-        AuthzError::invalid(format!("{} is not protected with a soft delete column", db::qualified_name(tbl).or_raise())).raise();
+        AuthzError::invalid(format!(
+            "{} is not protected with a soft delete column",
+            db::qualified_name(tbl).or_raise()
+        ))
+        .raise();
     };
     let pk = db::select_one::<String>(
         "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
@@ -321,7 +338,11 @@ fn restore(relation: PgRelation, id: &str) -> bool {
         (format!("{} IS NOT NULL", quote_ident(&soft)), "NULL")
     };
     let resource = db::select_one::<String>(
-        &format!("SELECT {}::text FROM {name} WHERE {}::text = $1 AND {deleted}", quote_ident(&id_column), quote_ident(&pk)),
+        &format!(
+            "SELECT {}::text FROM {name} WHERE {}::text = $1 AND {deleted}",
+            quote_ident(&id_column),
+            quote_ident(&pk)
+        ),
         &[id.into()],
     )
     .or_raise();
@@ -330,8 +351,11 @@ fn restore(relation: PgRelation, id: &str) -> bool {
         None => false,
     };
     if !allowed {
-        AuthzError::privilege(format!("no deleted row with id {} in {name} that you may restore", crate::keys::printable(id, 64)))
-            .raise();
+        AuthzError::privilege(format!(
+            "no deleted row with id {} in {name} that you may restore",
+            crate::keys::printable(id, 64)
+        ))
+        .raise();
     }
     Spi::run_with_args(
         &format!("UPDATE {name} SET {} = {undelete} WHERE {}::text = $1", quote_ident(&soft), quote_ident(&pk)),

@@ -114,7 +114,9 @@ fn check_window(t: &VerifiedToken) -> AuthzResult<()> {
 }
 
 fn malformed(what: impl Into<String>) -> AuthzError {
-    AuthzError::token("token rejected: malformed").detail(what.into())
+    AuthzError::token("token rejected: malformed")
+        .detail(what.into())
+        .hint("Pass the bare compact JWT: no \"Bearer \" prefix, no surrounding whitespace.")
 }
 
 /// The header, decoded by hand so that `alg` values jsonwebtoken does not know (such as `none`)
@@ -122,8 +124,7 @@ fn malformed(what: impl Into<String>) -> AuthzError {
 fn header(token: &str) -> AuthzResult<(String, Option<String>)> {
     let mut parts = token.split('.');
     let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(malformed("A JWT has three base64url parts separated by dots.")
-            .hint("Pass the bare token: no \"Bearer \" prefix, no surrounding whitespace."));
+        return Err(malformed("A JWT has three base64url parts separated by dots."));
     };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(h)
@@ -156,8 +157,7 @@ fn verify_uncached(raw: &[u8]) -> AuthzResult<VerifiedToken> {
                 .hint("Register the identity provider's keys with authz.add_key() or authz.add_jwks().")
         })?,
         None => {
-            let candidates: Vec<_> =
-                keyset.keys.values().filter(|k| format!("{:?}", k.alg) == alg).cloned().collect();
+            let candidates: Vec<_> = keyset.keys.values().filter(|k| format!("{:?}", k.alg) == alg).cloned().collect();
             match candidates.len() {
                 1 => candidates[0].clone(),
                 0 => {
@@ -205,7 +205,9 @@ fn verify_uncached(raw: &[u8]) -> AuthzResult<VerifiedToken> {
     }
     let exp = match claims.get("exp") {
         None | Some(Value::Null) => {
-            return Err(AuthzError::token("token rejected: missing exp").detail("Tokens without an expiry are not accepted."))
+            return Err(
+                AuthzError::token("token rejected: missing exp").detail("Tokens without an expiry are not accepted.")
+            )
         }
         Some(Value::Number(n)) => n.as_f64().ok_or_else(|| malformed("\"exp\" is not a number."))?,
         Some(_) => return Err(malformed("\"exp\" is not a number.")),

@@ -1,0 +1,172 @@
+//! Audit lines in the server log (`pg_authz audit: {json}`).
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const PREFIX: &str = "pg_authz audit: ";
+
+fn audit_lines(c: &Cluster) -> Vec<Value> {
+    c.log_contents()
+        .lines()
+        .filter_map(|l| l.find(PREFIX).map(|i| &l[i + PREFIX.len()..]))
+        .map(|j| serde_json::from_str(j).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {j}")))
+        .collect()
+}
+
+fn with_app<'a>(lines: &'a [Value], app: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|v| v["application_name"] == app).collect()
+}
+
+fn setup() -> Cluster {
+    let c = Cluster::start();
+    c.create_login("app");
+    c.add_test_key();
+    fixture(&c, &["app"]);
+    let mut su = c.superuser();
+    su.batch_execute(
+        "CREATE TABLE frames (id bigint PRIMARY KEY, session_id bigint NOT NULL REFERENCES sessions);
+         CREATE INDEX ON frames (session_id);
+         INSERT INTO frames SELECT g, 1 + g % 2 FROM generate_series(1, 10000) g;
+         INSERT INTO frames SELECT g, 3 FROM generate_series(10001, 10500) g;
+         SELECT authz.protect('frames', 'session_id', 'session');
+         GRANT SELECT ON frames TO app;
+         ANALYZE;
+         SELECT authz.user_id();",
+    )
+    .unwrap();
+    su.batch_execute("ALTER SYSTEM SET authz.audit = 'all'").unwrap();
+    su.batch_execute("SELECT pg_reload_conf()").unwrap();
+    // Wait until new backends see the reloaded setting.
+    for _ in 0..100 {
+        let mut probe = c.connect("app");
+        probe.batch_execute("SELECT authz.user_id()").unwrap();
+        let v: String = probe.query_one("SHOW authz.audit", &[]).unwrap().get(0);
+        if v == "all" {
+            return c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("authz.audit = 'all' never took effect");
+}
+
+fn connect_as_app(c: &Cluster, application_name: &str) -> Client {
+    let mut cfg = c.config("app");
+    cfg.application_name(application_name);
+    cfg.connect(NoTls).unwrap()
+}
+
+#[test]
+fn token_and_decision_events() {
+    let c = setup();
+    let mut app = connect_as_app(&c, "audit_events");
+    let alice = token("alice");
+    let bob = token("bob");
+
+    // Accepted token + an allowed read.
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL authz.token = '{alice}'")).unwrap();
+    assert_eq!(visible(&mut tx).unwrap(), (vec![1, 2, 5, 6], 40));
+    tx.commit().unwrap();
+
+    // Rejected tokens: expired and bad signature.
+    let expired = mint("carol", now() - 3600);
+    let mut forged = token("carol");
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    for bad in [&expired, &forged] {
+        let mut tx = app.transaction().unwrap();
+        let r = tx.query_one("SELECT authz.login($1)", &[bad]).map(|r| r.get::<_, String>(0));
+        assert_eq!(code(r), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+        tx.rollback().unwrap();
+    }
+
+    // A denied write inside a transaction that is rolled back.
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL authz.token = '{bob}'")).unwrap();
+    let r = tx.execute("INSERT INTO images VALUES (1000, 3, 'denied')", &[]);
+    assert_eq!(code(r), SqlState::INSUFFICIENT_PRIVILEGE);
+    tx.rollback().unwrap();
+
+    let lines = audit_lines(&c);
+    let mine = with_app(&lines, "audit_events");
+
+    let accepted: Vec<_> = mine.iter().filter(|v| v["event"] == "token_accepted").collect();
+    assert!(
+        accepted.iter().any(|v| v["sub"] == "alice" && v["kid"] == KID && v["outcome"] == "accepted"),
+        "{accepted:?}"
+    );
+    assert!(accepted.iter().any(|v| v["sub"] == "bob"), "{accepted:?}");
+    assert!(accepted.iter().all(|v| v["session_user"] == "app"));
+
+    let rejected: Vec<_> = mine.iter().filter(|v| v["event"] == "token_rejected").collect();
+    let reasons: Vec<&str> = rejected.iter().map(|v| v["reason"].as_str().unwrap_or("")).collect();
+    assert_eq!(reasons.iter().filter(|r| **r == "expired").count(), 1, "{rejected:?}");
+    assert_eq!(reasons.iter().filter(|r| **r == "bad signature").count(), 1, "{rejected:?}");
+    assert!(rejected.iter().all(|v| v["outcome"] == "rejected"));
+    // Rejected events never carry the token or a claimed subject.
+    for v in &rejected {
+        let s = v.to_string();
+        assert!(!s.contains(&expired) && !s.contains(&forged) && !s.contains("carol"), "{s}");
+    }
+
+    let read = mine
+        .iter()
+        .find(|v| v["event"] == "decision" && v["principal"] == "alice" && v["action"] == "read")
+        .unwrap_or_else(|| panic!("no read decision for alice in {mine:?}"));
+    assert_eq!(read["resource_type"], "session");
+    assert_eq!(read["identity"], "token");
+    assert_eq!(read["outcome"], "allow");
+    assert_eq!(read["permitted"], 4);
+    assert_eq!(read["of"], 6);
+    assert_eq!(read["sub"], "alice");
+
+    let write = mine
+        .iter()
+        .find(|v| v["event"] == "decision" && v["principal"] == "bob" && v["action"] == "write")
+        .unwrap_or_else(|| panic!("no write decision for bob (rolled back) in {mine:?}"));
+    assert_eq!(write["resource_type"], "session");
+    assert_eq!(write["outcome"], "deny");
+    assert_eq!(write["permitted"], 0);
+    assert_eq!(write["rules"], "default deny");
+}
+
+#[test]
+fn big_select_logs_exactly_one_decision() {
+    let c = setup();
+    let mut app = connect_as_app(&c, "audit_bigscan");
+    let alice = token("alice");
+    let count = |c: &Cluster| {
+        audit_lines(c)
+            .iter()
+            .filter(|v| {
+                v["application_name"] == "audit_bigscan"
+                    && v["event"] == "decision"
+                    && v["resource_type"] == "session"
+                    && v["action"] == "read"
+            })
+            .count()
+    };
+
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL authz.token = '{alice}'")).unwrap();
+    // Warm up identity (token_accepted) in a statement that resolves nothing.
+    tx.query_one("SELECT authz.user_id()", &[]).unwrap();
+    let before = count(&c);
+    let rows = tx.query("SELECT id, session_id FROM frames", &[]).unwrap();
+    let after = count(&c);
+    tx.commit().unwrap();
+    assert_eq!(rows.len(), 10000);
+    assert!(rows.iter().all(|r| [1i64, 2].contains(&r.get::<_, i64>(1))));
+    assert_eq!(after - before, 1, "decision lines for one 10,000-row SELECT");
+
+    // The same statement again in a new transaction: again exactly one.
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL authz.token = '{alice}'")).unwrap();
+    let before = count(&c);
+    let n: i64 = tx.query_one("SELECT count(*) FROM (SELECT * FROM frames) f", &[]).unwrap().get(0);
+    let after = count(&c);
+    tx.commit().unwrap();
+    assert_eq!(n, 10000);
+    assert_eq!(after - before, 1);
+}

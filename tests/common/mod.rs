@@ -1,0 +1,235 @@
+//! Shared harness for the out-of-process integration tests: a throwaway PostgreSQL 15 cluster
+//! with pg_authz installed, connections as chosen roles, and HS256 token minting.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use postgres::error::SqlState;
+pub use postgres::{Client, NoTls};
+
+pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const PSQL: &str = "/usr/bin/psql";
+pub const KID: &str = "it-key";
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn is_postgres_user() -> bool {
+    Command::new("id")
+        .arg("-un")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "postgres")
+        .unwrap_or(false)
+}
+
+/// Run a server binary as the postgres OS user (PostgreSQL refuses to run as root).
+fn as_pg(bin: &str, args: &[&str]) -> Output {
+    let path = format!("{BIN}/{bin}");
+    let out = if is_postgres_user() {
+        Command::new(&path).args(args).output()
+    } else {
+        Command::new("sudo").arg("-u").arg("postgres").arg(&path).args(args).output()
+    };
+    out.unwrap_or_else(|e| panic!("cannot run {path}: {e}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Cluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/pg_authz_it_{}_{}", std::process::id(), n));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // From here on Drop cleans up, even if a step below panics.
+        let mut cluster = Cluster { dir, port: 0 };
+        if !is_postgres_user() {
+            let st = Command::new("chown").arg("postgres:").arg(&cluster.dir).status().unwrap();
+            assert!(st.success(), "chown failed");
+        }
+        let data = cluster.data_dir();
+        let out = as_pg("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"]);
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        // Another process may grab the port between probing and binding: retry a few times.
+        let mut last = String::new();
+        for _ in 0..5 {
+            cluster.port = free_port();
+            let opts =
+                format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", cluster.port, cluster.dir.display());
+            let log = cluster.log_path();
+            let out = as_pg(
+                "pg_ctl",
+                &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &opts, "start"],
+            );
+            if out.status.success() {
+                last.clear();
+                break;
+            }
+            last = format!("{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.log_contents());
+        }
+        assert!(last.is_empty(), "pg_ctl start failed: {last}");
+        cluster.superuser().batch_execute("CREATE EXTENSION pg_authz").unwrap();
+        cluster
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    pub fn log_contents(&self) -> String {
+        std::fs::read(self.log_path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    pub fn config(&self, role: &str) -> postgres::Config {
+        let mut c = postgres::Config::new();
+        c.host_path(&self.dir).port(self.port).user(role).dbname("postgres");
+        c
+    }
+
+    pub fn connect(&self, role: &str) -> Client {
+        self.config(role).connect(NoTls).unwrap_or_else(|e| panic!("connect as {role}: {e}"))
+    }
+
+    pub fn connect_with_options(&self, role: &str, options: &str) -> Result<Client, postgres::Error> {
+        self.config(role).options(options).connect(NoTls)
+    }
+
+    pub fn superuser(&self) -> Client {
+        self.connect("postgres")
+    }
+
+    /// A LOGIN role (no password: the cluster trusts local connections).
+    pub fn create_login(&self, role: &str) {
+        self.superuser().batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN")).unwrap();
+    }
+
+    /// Register the HS256 test key.
+    pub fn add_test_key(&self) {
+        self.superuser().execute("SELECT authz.add_key($1, 'HS256', $2)", &[&KID, &SECRET]).unwrap();
+    }
+
+    /// Run psql as `role` with the given arguments (appended after the connection options).
+    pub fn psql(&self, role: &str, args: &[&str]) -> Output {
+        Command::new(PSQL)
+            .arg("-X")
+            .arg("-q")
+            .arg("-At")
+            .arg("-v")
+            .arg("ON_ERROR_STOP=1")
+            .arg("-h")
+            .arg(&self.dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-U")
+            .arg(role)
+            .arg("-d")
+            .arg("postgres")
+            .args(args)
+            .output()
+            .expect("cannot run psql")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.data_dir().join("postmaster.pid").exists() {
+            let data = self.data_dir();
+            let _ = as_pg("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        }
+        if std::env::var_os("PG_AUTHZ_IT_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Sign arbitrary claims with HS256 under `kid`.
+pub fn sign(claims: &serde_json::Value, kid: Option<&str>, secret: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+/// A test-key token for `sub` that expires at unix time `exp`.
+pub fn mint(sub: &str, exp: i64) -> String {
+    sign(&serde_json::json!({"sub": sub, "exp": exp, "iat": now()}), Some(KID), SECRET)
+}
+
+/// A test-key token for `sub` valid for an hour.
+pub fn token(sub: &str) -> String {
+    mint(sub, now() + 3600)
+}
+
+/// The SQLSTATE of a failed statement (panics if it succeeded).
+pub fn code<T: std::fmt::Debug>(r: Result<T, postgres::Error>) -> SqlState {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.code().cloned().unwrap_or_else(|| panic!("error without SQLSTATE: {e}")),
+    }
+}
+
+/// Projects 1..3 (3 public), sessions 1..6 (two per project), 10 images per session (ids 1..60,
+/// session = 1 + (id-1)/10); `images` protected on session_id. Roles: viewer reads sessions,
+/// editor (inherits viewer) writes them. Principals: alice = editor on project 1, bob = viewer
+/// on project 2. Grants the given logins table privileges on images.
+pub fn fixture(c: &Cluster, logins: &[&str]) {
+    let mut su = c.superuser();
+    su.batch_execute(
+        "CREATE TABLE projects (id bigint PRIMARY KEY, public boolean NOT NULL DEFAULT false);
+         CREATE TABLE sessions (id bigint PRIMARY KEY, project_id bigint NOT NULL REFERENCES projects);
+         CREATE TABLE images (id bigint PRIMARY KEY, session_id bigint NOT NULL REFERENCES sessions, label text);
+         CREATE INDEX ON images (session_id);
+         INSERT INTO projects SELECT g, g = 3 FROM generate_series(1, 3) g;
+         INSERT INTO sessions SELECT g, (g + 1) / 2 FROM generate_series(1, 6) g;
+         INSERT INTO images SELECT g, 1 + (g - 1) / 10, 'img' || g FROM generate_series(1, 60) g;
+         SELECT authz.register_resource_type('project', 'projects', 'id', public_column => 'public');
+         SELECT authz.register_resource_type('session', 'sessions', 'id', 'project', 'project_id');
+         SELECT authz.protect('images', 'session_id', 'session');
+         SELECT authz.create_role('viewer');
+         SELECT authz.create_role('editor', ARRAY['viewer']);
+         SELECT authz.allow('viewer', 'session', '*', 'read');
+         SELECT authz.allow('editor', 'session', '*', 'write');
+         SELECT authz.create_principal('alice');
+         SELECT authz.create_principal('bob');
+         SELECT authz.assign_role('alice', 'editor', 'project', '1');
+         SELECT authz.assign_role('bob', 'viewer', 'project', '2');",
+    )
+    .unwrap();
+    for l in logins {
+        su.batch_execute(&format!("GRANT SELECT, INSERT, UPDATE, DELETE ON images TO \"{l}\"")).unwrap();
+    }
+}
+
+/// The distinct session ids of the images visible to this connection, and how many images.
+pub fn visible(client: &mut impl postgres::GenericClient) -> Result<(Vec<i64>, i64), postgres::Error> {
+    let row = client.query_one(
+        "SELECT coalesce(array_agg(DISTINCT session_id ORDER BY session_id), '{}'), count(*) FROM images",
+        &[],
+    )?;
+    Ok((row.get(0), row.get(1)))
+}
