@@ -113,6 +113,11 @@ fn check_window(t: &VerifiedToken) -> AuthzResult<()> {
     Ok(())
 }
 
+/// A claim of the wrong shape: the token is well-formed, its content is not.
+fn bad_claim(what: &str) -> AuthzError {
+    AuthzError::token("token rejected: malformed").detail(what.to_string())
+}
+
 fn malformed(what: impl Into<String>) -> AuthzError {
     AuthzError::token("token rejected: malformed")
         .detail(what.into())
@@ -201,7 +206,7 @@ fn verify_uncached(raw: &[u8]) -> AuthzResult<VerifiedToken> {
     })?;
     let claims = data.claims;
     if !claims.is_object() {
-        return Err(malformed("The claims are not a JSON object."));
+        return Err(bad_claim("The claims are not a JSON object."));
     }
     let exp = match claims.get("exp") {
         None | Some(Value::Null) => {
@@ -209,18 +214,18 @@ fn verify_uncached(raw: &[u8]) -> AuthzResult<VerifiedToken> {
                 AuthzError::token("token rejected: missing exp").detail("Tokens without an expiry are not accepted.")
             )
         }
-        Some(Value::Number(n)) => n.as_f64().ok_or_else(|| malformed("\"exp\" is not a number."))?,
-        Some(_) => return Err(malformed("\"exp\" is not a number.")),
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(|| bad_claim("\"exp\" is not a number."))?,
+        Some(_) => return Err(bad_claim("\"exp\" is not a number.")),
     };
     let nbf = match claims.get("nbf") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_f64().ok_or_else(|| malformed("\"nbf\" is not a number."))?),
-        Some(_) => return Err(malformed("\"nbf\" is not a number.")),
+        Some(Value::Number(n)) => Some(n.as_f64().ok_or_else(|| bad_claim("\"nbf\" is not a number."))?),
+        Some(_) => return Err(bad_claim("\"nbf\" is not a number.")),
     };
     let iss = match claims.get("iss") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(malformed("\"iss\" is not a string.")),
+        Some(_) => return Err(bad_claim("\"iss\" is not a string.")),
     };
     check_issuer(&key, iss.as_deref())?;
     check_audience(&key, claims.get("aud"))?;
@@ -268,12 +273,12 @@ fn check_audience(key: &keys::Key, aud: Option<&Value>) -> AuthzResult<()> {
             for item in items {
                 match item {
                     Value::String(s) => out.push(s.as_str()),
-                    _ => return Err(malformed("\"aud\" holds a value that is not a string.")),
+                    _ => return Err(bad_claim("\"aud\" holds a value that is not a string.")),
                 }
             }
             out
         }
-        Some(_) => return Err(malformed("\"aud\" is neither a string nor an array of strings.")),
+        Some(_) => return Err(bad_claim("\"aud\" is neither a string nor an array of strings.")),
     };
     let wrong = |why: &str| AuthzError::token("token rejected: wrong audience").detail(why.to_string());
     if let Some(required) = &key.audience {
