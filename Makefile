@@ -27,6 +27,16 @@ test-regress: install
 test-integration: install
 	cargo test --test '*' -- --test-threads=2
 
+# A long fuzz run of the token path through a real server (the bounded run is part of test-integration).
+fuzz: install
+	FUZZ_SECONDS=600 cargo test --release --test fuzz_tokens -- --nocapture
+
+bench: install
+	bash benches/run.sh full
+
+bench-quick: install
+	bash benches/run.sh quick
+
 # Unit tests first: `cargo pgrx test` installs a test build, which `install` then replaces.
 test: lint test-unit test-regress test-integration
 
