@@ -47,7 +47,9 @@ thread_local! {
 /// The client's address never changes within a backend: look it up once.
 fn client_addr() -> Option<String> {
     CLIENT_ADDR.with(|c| {
-        c.get_or_init(|| Spi::get_one::<String>("SELECT pg_catalog.inet_client_addr()::text").ok().flatten()).clone()
+        // Read-only SPI: the audit path must never assign a transaction id (hot standby).
+        c.get_or_init(|| db::select_one::<String>("SELECT pg_catalog.inet_client_addr()::text", &[]).ok().flatten())
+            .clone()
     })
 }
 

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use crate::errors::{AuthzResult, OrRaise};
+use crate::errors::{AuthzError, AuthzResult, OrRaise};
 use crate::token::{self, VerifiedToken};
 use crate::{db, gucs, model};
 
@@ -60,8 +60,23 @@ pub fn current() -> AuthzResult<Identity> {
     }
 }
 
+/// Set `authz.token` exactly as `set_config('authz.token', value, local)` would, without SPI (a
+/// statement through SPI would assign a transaction id, which a hot standby cannot do).
 fn set_token(value: &str, local: bool) -> AuthzResult<()> {
-    Spi::run_with_args("SELECT pg_catalog.set_config('authz.token', $1, $2)", &[value.into(), local.into()])?;
+    let value = std::ffi::CString::new(value)
+        .map_err(|_| AuthzError::token("token rejected: malformed").detail("The token contains a NUL byte."))?;
+    unsafe {
+        pg_sys::set_config_option(
+            c"authz.token".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            if local { pg_sys::GucAction::GUC_ACTION_LOCAL } else { pg_sys::GucAction::GUC_ACTION_SET },
+            true,
+            0,
+            false,
+        );
+    }
     Ok(())
 }
 
@@ -77,6 +92,13 @@ fn login(token: &str, local: default!(bool, "true")) -> String {
     }
     set_token(token, local).or_raise();
     verified.user_id.clone()
+}
+
+/// Verify a token without making it the caller's identity; returns its user id (28000 when bad).
+/// For applications that want to validate a token before using it.
+#[pg_extern(stable, parallel_safe)]
+fn verify_token(token: &str) -> String {
+    token::verify(token.as_bytes()).or_raise().user_id.clone()
 }
 
 /// Forget the token (in the same scope it was set: pass `local => false` for a session token).

@@ -259,10 +259,13 @@ fn add_jwks(jwks: pgrx::JsonB) -> Vec<String> {
 #[search_path(pg_catalog, pg_temp)]
 fn revoke_key(kid: &str) -> bool {
     require_key_admin().or_raise();
+    // No row limit: a DELETE run with a limit never fires the statement-level invalidation trigger.
     let removed = db::as_superuser(|| {
-        Spi::get_one_with_args::<String>("DELETE FROM authz.keys WHERE kid = $1 RETURNING kid", &[kid.into()])
+        Spi::connect_mut(|client| {
+            client.update("DELETE FROM authz.keys WHERE kid = $1 RETURNING kid", None, &[kid.into()]).map(|t| t.len())
+        })
     });
-    matches!(removed, Ok(Some(_)))
+    matches!(removed, Ok(n) if n > 0)
 }
 
 /// A short, safe rendering of an untrusted string for error messages.

@@ -321,9 +321,7 @@ pub fn decide(identity: &Identity, resource_type: &str, id: &str, action: &str) 
     validate_action(action)?;
     let model = model::current()?;
     let chain = model.type_chain(resource_type)?;
-    // (type, id, public, owner) from the resource up to the root.
-    let mut nodes: Vec<(String, String, bool, Option<String>)> = Vec::new();
-    if chain[0].table.is_some() {
+    let nodes = if chain[0].table.is_some() {
         let h = model.hierarchy(resource_type)?;
         let Some(&start) = h.index.get(id) else {
             return Ok(Decision {
@@ -332,22 +330,75 @@ pub fn decide(identity: &Identity, resource_type: &str, id: &str, action: &str) 
                 matches: vec![],
             });
         };
-        let mut idx = Some(start);
-        for t in &chain {
-            let Some(i) = idx else { break };
-            let th = model.hierarchy(&t.name)?;
-            nodes.push((
-                t.name.clone(),
-                th.ids[i as usize].clone(),
-                th.public[i as usize],
-                th.owner[i as usize].clone(),
-            ));
-            idx = th.parent[i as usize];
-        }
+        ancestry(&model, &chain, 0, start)?
     } else {
-        nodes.push((resource_type.to_string(), id.to_string(), false, None));
+        vec![(resource_type.to_string(), id.to_string(), false, None)]
+    };
+    decide_nodes(&model, identity, nodes, action)
+}
+
+/// (type, id, public, owner) of a stored resource and its ancestors, starting at `level` of `chain`.
+type Node = (String, String, bool, Option<String>);
+
+fn ancestry(model: &Model, chain: &[Rc<model::ResourceType>], level: usize, start: u32) -> AuthzResult<Vec<Node>> {
+    let mut nodes = Vec::new();
+    let mut idx = Some(start);
+    for t in &chain[level..] {
+        let Some(i) = idx else { break };
+        let th = model.hierarchy(&t.name)?;
+        nodes.push((t.name.clone(), th.ids[i as usize].clone(), th.public[i as usize], th.owner[i as usize].clone()));
+        idx = th.parent[i as usize];
     }
-    let mut grants = (*grants(&model, identity)?).clone();
+    Ok(nodes)
+}
+
+/// Decide `action` on a row of the resource table itself as it would be after an INSERT or UPDATE:
+/// its own id under the parent named in the new row. The owner column of the new row grants
+/// nothing (naming oneself owner must not authorize a write); stored ownership counts while the row
+/// stays under its parent, and ownership of an ancestor always counts.
+pub fn decide_new_row(
+    identity: &Identity,
+    resource_type: &str,
+    id: &str,
+    parent_id: Option<&str>,
+    action: &str,
+) -> AuthzResult<Decision> {
+    validate_action(action)?;
+    let model = model::current()?;
+    let chain = model.type_chain(resource_type)?;
+    // An existing row that stays under its parent keeps its stored ownership (owners edit what they
+    // own in place); a new id, or a row being moved, is judged without it.
+    let stored_owner = match (chain[0].table, chain.get(1)) {
+        (Some(_), parent_type) => {
+            let h = model.hierarchy(resource_type)?;
+            match h.index.get(id) {
+                Some(&i) => {
+                    let stored_parent = match (parent_type, h.parent[i as usize]) {
+                        (Some(pt), Some(pi)) => Some(model.hierarchy(&pt.name)?.ids[pi as usize].clone()),
+                        _ => None,
+                    };
+                    if stored_parent.as_deref() == parent_id || parent_type.is_none() {
+                        h.owner[i as usize].clone()
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            }
+        }
+        (None, _) => None,
+    };
+    let mut nodes = vec![(resource_type.to_string(), id.to_string(), false, stored_owner)];
+    if let (Some(parent), Some(pid)) = (chain.get(1), parent_id) {
+        if let Some(&pidx) = model.hierarchy(&parent.name)?.index.get(pid) {
+            nodes.extend(ancestry(&model, &chain, 1, pidx)?);
+        }
+    }
+    decide_nodes(&model, identity, nodes, action)
+}
+
+fn decide_nodes(model: &Model, identity: &Identity, nodes: Vec<Node>, action: &str) -> AuthzResult<Decision> {
+    let mut grants = (*grants(model, identity)?).clone();
     if let Some(user) = &identity.user_id {
         for (t, i, _, owner) in &nodes {
             if owner.as_deref() == Some(user.as_str()) {
@@ -410,6 +461,34 @@ pub fn check_current(resource_type: &str, id: &str, action: &str) -> AuthzResult
     };
     audit::decision(&identity, resource_type, action, Some(id), allowed, None);
     Ok(allowed)
+}
+
+/// Row check for the resource table itself (used by the policies `authz.protect` installs when a
+/// table is protected by its own id): may the caller `action` a row with this id under this parent?
+/// With `unstored_only`, answers false at once for ids already stored in the resource table (the
+/// read policy's first branch decided those); only a row this very statement inserted is checked.
+#[pg_extern(stable, parallel_safe)]
+fn permits_row(
+    resource_type: &str,
+    id: Option<&str>,
+    parent_id: Option<&str>,
+    action: &str,
+    unstored_only: default!(bool, "false"),
+) -> bool {
+    let Some(id) = id else { return false };
+    if unstored_only {
+        let model = model::current().or_raise();
+        if model.hierarchy(resource_type).or_raise().index.contains_key(id) {
+            return false;
+        }
+    }
+    let identity = identity::current().or_raise();
+    let decision = decide_new_row(&identity, resource_type, id, parent_id, action).or_raise();
+    if !decision.allowed {
+        // Denials only: a bulk INSERT must not write one log line per row.
+        audit::decision(&identity, resource_type, action, Some(id), false, Some(&decision.reason));
+    }
+    decision.allowed
 }
 
 /// The ids of `resource_type` the current identity may use for `action`.
@@ -546,6 +625,23 @@ mod tests {
         assert_eq!(ids, vec!["1", "3", "4"]);
         assert_eq!(Spi::get_one::<bool>("SELECT authz.check('session', '2', 'read')").unwrap(), Some(false));
         assert_eq!(Spi::get_one::<bool>("SELECT authz.check('session', '1', 'read')").unwrap(), Some(true));
+    }
+}
+
+/// Drop this backend's caches: with `sets_only`, only the resolved permission sets and grants
+/// (the policy model and resource hierarchies stay); otherwise everything (keys, verified tokens,
+/// model, hierarchies, sets). Never needed for correctness — committed changes invalidate caches by
+/// themselves — but useful to measure cold resolution and to reclaim memory in a long session.
+#[pg_extern(volatile)]
+fn flush_caches(sets_only: default!(bool, "false")) {
+    if sets_only {
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            c.grants.clear();
+            c.sets.clear();
+        });
+    } else {
+        cache::bump();
     }
 }
 

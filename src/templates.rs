@@ -108,10 +108,26 @@ fn plan(
             format!("{c}::text = (SELECT authz.user_id())")
         }
     });
-    let either = |full: &str, own: &str| match &owned {
-        Some(o) => format!("({} OR ({} AND {o}))", permits(full), permits(own)),
-        None => permits(full),
+    // A table protected by its own id (the resource table itself) checks a new or updated row
+    // against the parent it names, not against what is stored: otherwise a new id could never be
+    // inserted and a row could be moved under a parent the caller may not write.
+    let self_protected = rt.table == Some(table) && rt.id_column.as_deref() == Some(id_column);
+    let parent_expr = match (&rt.parent_column, self_protected) {
+        (Some(p), true) => format!("{}::text", quote_ident(p)),
+        _ => "NULL".to_string(),
     };
+    let permits_new = |action: &str| {
+        if self_protected {
+            format!("authz.permits_row({rt_lit}, {col}::text, {parent_expr}, {})", quote_literal(action))
+        } else {
+            permits(action)
+        }
+    };
+    let either_with = |check: &dyn Fn(&str) -> String, full: &str, own: &str| match &owned {
+        Some(o) => format!("({} OR ({} AND {o}))", check(full), check(own)),
+        None => check(full),
+    };
+    let either = |full: &str, own: &str| either_with(&permits, full, own);
     let (live, deleted) = match soft {
         Some((c, SoftDeleteKind::Flag)) => {
             (format!("{} IS NOT TRUE", quote_ident(c)), format!("{} IS TRUE", quote_ident(c)))
@@ -122,16 +138,26 @@ fn plan(
         None => (String::new(), String::new()),
     };
     let write = either("write", "write_own");
+    let write_new = either_with(&permits_new, "write", "write_own");
     let delete = either("delete", "delete_own");
+    // Rows this very statement inserted are not in the cached id set yet; for the resource table
+    // itself (INSERT … RETURNING needs the read policy) they are checked by the parent they name.
+    let readable = if self_protected {
+        format!(
+            "(authz.permits({col}, {rt_lit}, 'read') OR authz.permits_row({rt_lit}, {col}::text, {parent_expr}, 'read', true))"
+        )
+    } else {
+        permits("read")
+    };
     let (read, update_old, update_new, delete_pred) = if soft.is_some() {
         (
-            format!("{} AND ({live} OR {})", permits("read"), permits("restore")),
+            format!("{readable} AND ({live} OR {})", permits("restore")),
             format!("{write} AND ({live} OR {})", permits("restore")),
-            format!("{write} AND ({live} OR {delete})"),
+            format!("{write_new} AND ({live} OR {delete})"),
             format!("({live} AND {delete}) OR ({deleted} AND {})", permits("purge")),
         )
     } else {
-        (permits("read"), write.clone(), write.clone(), delete)
+        (readable, write.clone(), write_new.clone(), delete)
     };
 
     let mut targets = vec![table];
@@ -155,7 +181,7 @@ fn plan(
             ("column", col.as_str()),
             ("resource_type", rt_lit.as_str()),
             ("read", read.as_str()),
-            ("insert", write.as_str()),
+            ("insert", write_new.as_str()),
             ("update_old", update_old.as_str()),
             ("update_new", update_new.as_str()),
             ("delete", delete_pred.as_str()),
@@ -230,25 +256,7 @@ fn protect(
     drop(relation); // an open relation would block the ALTER TABLEs below
     policy::require_manage("tables").or_raise();
     require_owner(tbl).or_raise();
-    let plans = plan(tbl, id_column, resource_type, owner_column, soft_delete_column).or_raise();
-    for p in &plans {
-        Spi::run(&p.sql).map_err(AuthzError::from).or_raise();
-    }
-    Spi::run_with_args(
-        "INSERT INTO authz.protected (tbl, id_column, resource_type, owner_column, soft_delete_column)
-         SELECT t, $2, $3, $4, $5 FROM unnest($1::oid[]) t
-         ON CONFLICT (tbl) DO UPDATE SET id_column = excluded.id_column, resource_type = excluded.resource_type,
-             owner_column = excluded.owner_column, soft_delete_column = excluded.soft_delete_column, protected_at = now()",
-        &[
-            plans.iter().map(|p| p.table).collect::<Vec<_>>().into(),
-            id_column.into(),
-            resource_type.into(),
-            owner_column.into(),
-            soft_delete_column.into(),
-        ],
-    )
-    .map_err(AuthzError::from)
-    .or_raise();
+    let installed = install(tbl, id_column, resource_type, owner_column, soft_delete_column).or_raise();
     let name = db::qualified_name(tbl).or_raise();
     if !has_leading_index(tbl, id_column).or_raise() {
         pgrx::warning!(
@@ -256,7 +264,87 @@ fn protect(
             quote_ident(id_column)
         );
     }
-    format!("protected {name} ({} table{})", plans.len(), if plans.len() == 1 { "" } else { "s" })
+    format!("protected {name} ({installed} table{})", if installed == 1 { "" } else { "s" })
+}
+
+thread_local! {
+    /// Set while pg_authz itself runs DDL, so the partition event trigger does not re-enter.
+    static INSTALLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run the rendered SQL on the table and its partitions and record them; no privilege checks here.
+fn install(
+    tbl: pg_sys::Oid,
+    id_column: &str,
+    resource_type: &str,
+    owner_column: Option<&str>,
+    soft_delete_column: Option<&str>,
+) -> AuthzResult<usize> {
+    let plans = plan(tbl, id_column, resource_type, owner_column, soft_delete_column)?;
+    let was = INSTALLING.with(|f| f.replace(true));
+    let result = (|| {
+        for p in &plans {
+            Spi::run(&p.sql)?;
+        }
+        Spi::run_with_args(
+            "INSERT INTO authz.protected (tbl, id_column, resource_type, owner_column, soft_delete_column)
+             SELECT t, $2, $3, $4, $5 FROM unnest($1::oid[]) t
+             ON CONFLICT (tbl) DO UPDATE SET id_column = excluded.id_column, resource_type = excluded.resource_type,
+                 owner_column = excluded.owner_column, soft_delete_column = excluded.soft_delete_column, protected_at = now()",
+            &[
+                plans.iter().map(|p| p.table).collect::<Vec<_>>().into(),
+                id_column.into(),
+                resource_type.into(),
+                owner_column.into(),
+                soft_delete_column.into(),
+            ],
+        )
+    })();
+    INSTALLING.with(|f| f.set(was));
+    result?;
+    Ok(plans.len())
+}
+
+/// Called by the `authz_protect_partitions` event trigger after CREATE/ALTER TABLE: a partition
+/// created or attached under a protected table gets the same policies in the same statement, so
+/// it can never be queried directly unprotected. Returns how many parents were re-applied.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn _protect_new_partitions() -> i32 {
+    if INSTALLING.with(|f| f.get()) {
+        return 0;
+    }
+    let parents = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT DISTINCT p.tbl::oid, p.id_column::text, p.resource_type, p.owner_column::text, p.soft_delete_column::text
+                 FROM authz.protected p, pg_partition_tree(p.tbl) t
+                 WHERE t.relid <> p.tbl AND NOT EXISTS (SELECT FROM authz.protected q WHERE q.tbl = t.relid)
+                   AND NOT EXISTS (SELECT FROM pg_inherits i JOIN authz.protected pp ON pp.tbl = i.inhparent
+                                   WHERE i.inhrelid = p.tbl)",
+                None,
+                &[],
+            )?
+            .map(|r| {
+                Ok::<_, pgrx::spi::SpiError>((
+                    r.get::<pg_sys::Oid>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                    r.get::<String>(4)?,
+                    r.get::<String>(5)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(AuthzError::from)
+    .or_raise();
+    let mut n = 0;
+    for (tbl, id_column, resource_type, owner, soft) in parents {
+        let (Some(tbl), Some(id_column), Some(resource_type)) = (tbl, id_column, resource_type) else { continue };
+        install(tbl, &id_column, &resource_type, owner.as_deref(), soft.as_deref()).or_raise();
+        n += 1;
+    }
+    n
 }
 
 /// Undo authz.protect(): drop pg_authz's policies and trigger; disable row-level security only
@@ -387,6 +475,31 @@ END
 $$;
 REVOKE ALL ON FUNCTION authz._soft_delete() FROM PUBLIC;
 
+-- New partitions of protected tables are protected in the statement that creates or attaches them.
+CREATE FUNCTION authz._on_ddl_protect_partitions() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT FROM authz.protected p, pg_partition_tree(p.tbl) t
+               WHERE t.relid <> p.tbl AND NOT EXISTS (SELECT FROM authz.protected q WHERE q.tbl = t.relid)) THEN
+        PERFORM authz._protect_new_partitions();
+    END IF;
+END
+$$;
+CREATE EVENT TRIGGER authz_protect_partitions ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION authz._on_ddl_protect_partitions();
+
+-- A dropped table is no longer protected: forget it (its policies went with it).
+CREATE FUNCTION authz._on_drop_forget_tables() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM authz.protected
+    WHERE tbl::oid IN (SELECT objid FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table');
+END
+$$;
+CREATE EVENT TRIGGER authz_forget_dropped_tables ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION authz._on_drop_forget_tables();
+REVOKE ALL ON FUNCTION authz._on_ddl_protect_partitions(), authz._on_drop_forget_tables() FROM PUBLIC;
+
 CREATE VIEW authz.protected_tables AS
 SELECT p.tbl AS table_name, p.id_column, p.resource_type, p.owner_column, p.soft_delete_column,
        c.relrowsecurity AS rls_enabled, c.relforcerowsecurity AS rls_forced,
@@ -396,5 +509,5 @@ REVOKE ALL ON authz.protected_tables FROM PUBLIC;
 GRANT SELECT ON authz.protected_tables TO authz_admin;
 "#,
     name = "soft_delete_and_views",
-    requires = ["bootstrap"],
+    requires = ["bootstrap", _protect_new_partitions],
 );

@@ -32,11 +32,14 @@ pub struct VerifiedToken {
 
 struct TokenCache {
     generation: u64,
+    /// The verification settings the entries were checked under; a change empties the cache.
+    settings: String,
     entries: HashMap<Vec<u8>, Rc<VerifiedToken>>,
 }
 
 thread_local! {
-    static CACHE: RefCell<TokenCache> = RefCell::new(TokenCache { generation: 0, entries: HashMap::new() });
+    static CACHE: RefCell<TokenCache> =
+        RefCell::new(TokenCache { generation: 0, settings: String::new(), entries: HashMap::new() });
 }
 
 /// Number of verified tokens this backend currently remembers.
@@ -58,9 +61,11 @@ pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
         return Err(e);
     }
     let generation = cache::generation();
+    let settings = settings_fingerprint();
+    let use_cache = gucs::token_cache_entries() > 0;
     let cached = CACHE.with(|c| {
         let c = c.borrow();
-        if c.generation == generation {
+        if use_cache && c.generation == generation && c.settings == settings {
             c.entries.get(token).cloned()
         } else {
             None
@@ -71,7 +76,7 @@ pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
         None => {
             let v = Rc::new(verify_uncached(token).inspect_err(audit::token_rejected)?);
             audit::token_accepted(&v);
-            remember(token, generation, v.clone());
+            remember(token, generation, settings, v.clone());
             v
         }
     };
@@ -79,18 +84,24 @@ pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
     Ok(verified)
 }
 
-fn remember(token: &[u8], generation: u64, verified: Rc<VerifiedToken>) {
+/// The settings a verification depends on besides the keys (issuers, audiences, user claim).
+fn settings_fingerprint() -> String {
+    format!("{:?}|{:?}|{}", gucs::issuers(), gucs::audiences(), gucs::user_claim())
+}
+
+fn remember(token: &[u8], generation: u64, settings: String, verified: Rc<VerifiedToken>) {
     let capacity = gucs::token_cache_entries();
     if capacity == 0 {
         return;
     }
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if c.generation != generation || c.entries.len() >= capacity {
+        if c.generation != generation || c.settings != settings || c.entries.len() >= capacity {
             // Bounded without bookkeeping: a full cache starts over. Re-verifying is only a cost.
             c.entries.clear();
             c.entries.shrink_to(capacity.min(4096));
             c.generation = generation;
+            c.settings = settings;
         }
         c.entries.insert(token.to_vec(), verified);
     });
@@ -148,6 +159,11 @@ fn header(token: &str) -> AuthzResult<(String, Option<String>)> {
 }
 
 fn verify_uncached(raw: &[u8]) -> AuthzResult<VerifiedToken> {
+    // A compact JWT is base64url and dots only; anything else (whitespace, a "Bearer " prefix,
+    // padding, binary noise) is malformed, named as such before any decoding.
+    if !raw.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        return Err(malformed("The token contains characters outside base64url and '.'."));
+    }
     let token = std::str::from_utf8(raw).map_err(|_| malformed("The token is not UTF-8 text."))?;
     let (alg, kid) = header(token)?;
     if alg.eq_ignore_ascii_case("none") {

@@ -170,3 +170,52 @@ fn big_select_logs_exactly_one_decision() {
     assert_eq!(n, 10000);
     assert_eq!(after - before, 1);
 }
+
+/// `off` logs nothing, `denied` logs only rejections and denials, `all` logs everything. Each level
+/// is set per login role (the setting is superuser-only; a client cannot lower it itself).
+#[test]
+fn audit_levels_filter_events() {
+    let c = setup();
+    let mut su = c.superuser();
+    for (login, level) in [("lvl_off", "off"), ("lvl_denied", "denied"), ("lvl_all", "all")] {
+        c.create_login(login);
+        su.batch_execute(&format!("GRANT SELECT ON images TO {login}; ALTER ROLE {login} SET authz.audit = '{level}'"))
+            .unwrap();
+    }
+    let bob = token("bob");
+    let expired = mint("carol", now() - 3600);
+    for login in ["lvl_off", "lvl_denied", "lvl_all"] {
+        let mut cfg = c.config(login);
+        cfg.application_name(&format!("levels_{login}"));
+        let mut client = cfg.connect(NoTls).unwrap();
+        // A client cannot change the level itself.
+        assert_eq!(code(client.batch_execute("SET authz.audit = 'off'")), SqlState::INSUFFICIENT_PRIVILEGE);
+        // An allowed read (bob: sessions 3..6), a denied check, a rejected token.
+        let mut tx = client.transaction().unwrap();
+        tx.batch_execute(&format!("SET LOCAL authz.token = '{bob}'")).unwrap();
+        assert_eq!(visible(&mut tx).unwrap(), (vec![3, 4, 5, 6], 40));
+        let allowed: bool = tx.query_one("SELECT authz.check('session', '1', 'read')", &[]).unwrap().get(0);
+        assert!(!allowed);
+        tx.commit().unwrap();
+        let mut tx = client.transaction().unwrap();
+        let r = tx.query_one("SELECT authz.login($1)", &[&expired]).map(|r| r.get::<_, String>(0));
+        assert_eq!(code(r), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+        tx.rollback().unwrap();
+    }
+    let lines = audit_lines(&c);
+    let events = |login: &str| -> Vec<(String, String)> {
+        with_app(&lines, &format!("levels_{login}"))
+            .iter()
+            .map(|v| (v["event"].as_str().unwrap_or("").to_string(), v["outcome"].as_str().unwrap_or("").to_string()))
+            .collect()
+    };
+    assert_eq!(events("lvl_off"), Vec::<(String, String)>::new());
+    let denied = events("lvl_denied");
+    assert!(denied.contains(&("decision".into(), "deny".into())), "{denied:?}");
+    assert!(denied.contains(&("token_rejected".into(), "rejected".into())), "{denied:?}");
+    assert!(denied.iter().all(|(_, o)| o == "deny" || o == "rejected"), "denied level logged an allow: {denied:?}");
+    let all = events("lvl_all");
+    assert!(all.contains(&("decision".into(), "allow".into())), "{all:?}");
+    assert!(all.contains(&("decision".into(), "deny".into())), "{all:?}");
+    assert!(all.contains(&("token_rejected".into(), "rejected".into())), "{all:?}");
+}

@@ -1,6 +1,7 @@
 -- Example policy set: a cryo-EM platform (Magellon-style). Sessions belong to projects; images
 -- belong to sessions. admin > operator > viewer; viewers read only the sessions they were granted;
--- a deny rule keeps everyone but admins out of sessions under embargo.
+-- a deny rule on operator keeps session 13 under embargo for operators and, because admin inherits
+-- operator and a deny through any role wins, for admins too.
 CREATE TABLE projects (id bigint PRIMARY KEY, name text NOT NULL, public boolean NOT NULL DEFAULT false);
 CREATE TABLE sessions (id bigint PRIMARY KEY, project_id bigint NOT NULL REFERENCES projects, name text NOT NULL,
                        embargoed boolean NOT NULL DEFAULT false);
@@ -14,7 +15,7 @@ INSERT INTO sessions VALUES
     (21, 2, 'spike-a', false), (22, 2, 'spike-b', false),
     (31, 3, 'tutorial', false);
 INSERT INTO images (session_id, filename, defocus, uploaded_by)
-SELECT s.id, format('%s_%04s.mrc', s.name, g), -1.5 - (g % 10) / 10.0, 'operator1'
+SELECT s.id, format('%s_%s.mrc', s.name, lpad(g::text, 4, '0')), -1.5 - (g % 10) / 10.0, 'operator1'
 FROM sessions s, generate_series(1, 100) g;
 
 SELECT authz.register_resource_type('project', 'projects', 'id', public_column => 'public');

@@ -233,3 +233,157 @@ pub fn visible(client: &mut impl postgres::GenericClient) -> Result<(Vec<i64>, i
     )?;
     Ok((row.get(0), row.get(1)))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the pgbouncer, replica and python-client tests (appended).
+
+/// A free TCP port on 127.0.0.1 (another process may take it before it is used: callers retry).
+pub fn pick_free_port() -> u16 {
+    free_port()
+}
+
+/// Whether the tests run as the postgres OS user (otherwise servers are started through sudo).
+pub fn running_as_postgres() -> bool {
+    is_postgres_user()
+}
+
+/// A `Command` that runs `program` (an absolute path) as the postgres OS user.
+pub fn command_as_pg(program: &str) -> Command {
+    if is_postgres_user() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-u").arg("postgres").arg(program);
+        c
+    }
+}
+
+/// Run a command to completion, panicking with a clear message if it takes longer than `timeout`
+/// (the process is killed first). Output is collected by reader threads, so it never blocks.
+pub fn run_with_timeout(cmd: &mut Command, timeout: std::time::Duration, what: &str) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        b
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = se.read_to_end(&mut b);
+        b
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
+            panic!("{what} did not finish within {timeout:?}; stderr so far:\n{stderr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
+}
+
+impl Cluster {
+    /// A hot standby of `primary`: `pg_basebackup -R -X stream` (as the postgres OS user) into a new
+    /// throwaway directory, started with `hot_standby=on` on another free port. `settings` are
+    /// extra `name=value` server settings given on the command line (e.g. `authz.audit=all`).
+    /// The extension is not created (it arrives with the base backup). Drop stops and removes it.
+    pub fn standby_of(primary: &Cluster, settings: &[&str]) -> Cluster {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/pg_authz_it_{}_{}", std::process::id(), n));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut standby = Cluster { dir, port: 0 };
+        if !is_postgres_user() {
+            let st = Command::new("chown").arg("postgres:").arg(&standby.dir).status().unwrap();
+            assert!(st.success(), "chown failed");
+        }
+        let data = standby.data_dir();
+        let port = primary.port.to_string();
+        let out = as_pg(
+            "pg_basebackup",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+                "-h",
+                primary.dir.to_str().unwrap(),
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+            ],
+        );
+        assert!(out.status.success(), "pg_basebackup failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(data.join("standby.signal").exists(), "pg_basebackup -R wrote no standby.signal");
+        let mut last = String::new();
+        for _ in 0..5 {
+            standby.port = free_port();
+            let mut opts = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c hot_standby=on",
+                standby.port,
+                standby.dir.display()
+            );
+            for s in settings {
+                opts.push_str(&format!(" -c {s}"));
+            }
+            let log = standby.log_path();
+            let out = as_pg(
+                "pg_ctl",
+                &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &opts, "start"],
+            );
+            if out.status.success() {
+                last.clear();
+                break;
+            }
+            last = format!("{}\n{}", String::from_utf8_lossy(&out.stderr), standby.log_contents());
+        }
+        assert!(last.is_empty(), "standby pg_ctl start failed: {last}");
+        let in_recovery: bool = standby.superuser().query_one("SELECT pg_is_in_recovery()", &[]).unwrap().get(0);
+        assert!(in_recovery, "the standby is not in recovery");
+        standby
+    }
+
+    /// Wait (at most `timeout`) until this standby has replayed everything `primary` has written
+    /// so far (`pg_current_wal_lsn()` on the primary). Panics with both positions on timeout.
+    pub fn wait_for_replay(&self, primary: &Cluster, timeout: std::time::Duration) {
+        let target: String = primary.superuser().query_one("SELECT pg_current_wal_lsn()::text", &[]).unwrap().get(0);
+        let mut standby = self.superuser();
+        let start = std::time::Instant::now();
+        loop {
+            let row = standby
+                .query_one(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false), pg_last_wal_replay_lsn()::text",
+                    &[&target],
+                )
+                .unwrap();
+            if row.get::<_, bool>(0) {
+                return;
+            }
+            if start.elapsed() > timeout {
+                let at: Option<String> = row.get(1);
+                panic!("standby did not replay up to {target} within {timeout:?} (replayed up to {at:?})");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
