@@ -247,13 +247,25 @@ fn a_partition_added_after_protect_is_reported_by_doctor() {
          GRANT SELECT ON events_d TO eve;",
     )
     .unwrap();
-    let problems: Vec<String> = su
-        .query("SELECT object || ': ' || problem FROM authz.doctor() WHERE severity = 'error'", &[])
+    let errors = |su: &mut Client| -> Vec<String> {
+        su.query("SELECT object || ': ' || problem FROM authz.doctor() WHERE severity = 'error'", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    // The event trigger protected the new partition in the statement that created it.
+    let problems = errors(&mut su);
+    assert!(!problems.iter().any(|p| p.contains("events_d")), "{problems:?}");
+    let forced: bool = su
+        .query_one("SELECT rls_forced FROM authz.protected_tables WHERE table_name = 'events_d'::regclass", &[])
         .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(problems.iter().any(|p| p.contains("events_d") && p.contains("not protected")), "{problems:?}");
+        .get(0);
+    assert!(forced);
+    // Tampering with it afterwards is what doctor reports.
+    su.batch_execute("ALTER TABLE events_d NO FORCE ROW LEVEL SECURITY").unwrap();
+    let problems = errors(&mut su);
+    assert!(problems.iter().any(|p| p.contains("events_d") && p.contains("not enabled and forced")), "{problems:?}");
     let mut eve = c.connect("eve");
     assert_eq!(count(&mut eve, "SELECT * FROM events WHERE session_id IN (7, 8)"), 0);
 }
