@@ -20,11 +20,15 @@ static mut TOKEN: *mut c_char = std::ptr::null_mut();
 static TOKEN_EPOCH: AtomicU64 = AtomicU64::new(1);
 
 static LEEWAY_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(30);
-static ISSUERS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static AUDIENCES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static USER_CLAIM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"sub"));
+// The settings a token verification depends on. Defined directly so that an assign hook can bump
+// VERIFY_SETTINGS_EPOCH: the token cache compares one counter instead of re-reading three strings.
+static mut ISSUERS: *mut c_char = std::ptr::null_mut();
+static mut AUDIENCES: *mut c_char = std::ptr::null_mut();
+static mut USER_CLAIM: *mut c_char = std::ptr::null_mut();
+static VERIFY_SETTINGS_EPOCH: AtomicU64 = AtomicU64::new(1);
 static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(8192);
 static TOKEN_CACHE_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static PARALLEL_HANDOFF: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static AUDIT: GucSetting<AuditLevel> = GucSetting::<AuditLevel>::new(AuditLevel::Denied);
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -40,6 +44,32 @@ pub enum AuditLevel {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn token_assigned(_newval: *const c_char, _extra: *mut c_void) {
     TOKEN_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn verify_setting_assigned(_newval: *const c_char, _extra: *mut c_void) {
+    VERIFY_SETTINGS_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A superuser-only string setting whose changes bump VERIFY_SETTINGS_EPOCH.
+unsafe fn define_verify_setting(
+    name: &'static CStr,
+    description: &'static CStr,
+    target: *mut *mut c_char,
+    boot: &'static CStr,
+) {
+    pg_sys::DefineCustomStringVariable(
+        name.as_ptr(),
+        description.as_ptr(),
+        c"".as_ptr(),
+        target,
+        boot.as_ptr(),
+        pg_sys::GucContext::PGC_SUSET,
+        0,
+        None,
+        Some(verify_setting_assigned),
+        None,
+    );
 }
 
 pub fn init() {
@@ -67,30 +97,26 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
-    GucRegistry::define_string_guc(
-        c"authz.issuers",
-        c"Comma-separated issuers accepted in a token's iss claim (empty: any; a key's own issuer still applies).",
-        c"",
-        &ISSUERS,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"authz.audiences",
-        c"Comma-separated audiences of which a token's aud must name one (empty: aud not checked unless the key sets one).",
-        c"",
-        &AUDIENCES,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"authz.user_claim",
-        c"The claim that names the user (a dotted path into nested claims is allowed).",
-        c"",
-        &USER_CLAIM,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
+    unsafe {
+        define_verify_setting(
+            c"authz.issuers",
+            c"Comma-separated issuers accepted in a token's iss claim (empty: any; a key's own issuer still applies).",
+            &raw mut ISSUERS,
+            c"",
+        );
+        define_verify_setting(
+            c"authz.audiences",
+            c"Comma-separated audiences of which a token's aud must name one (empty: aud not checked unless the key sets one).",
+            &raw mut AUDIENCES,
+            c"",
+        );
+        define_verify_setting(
+            c"authz.user_claim",
+            c"The claim that names the user (a dotted path into nested claims is allowed).",
+            &raw mut USER_CLAIM,
+            c"sub",
+        );
+    }
     GucRegistry::define_int_guc(
         c"authz.max_token_bytes",
         c"Tokens longer than this are rejected before any parsing.",
@@ -118,6 +144,14 @@ pub fn init() {
         &AUDIT,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"authz.parallel_handoff",
+        c"Internal: permission sets the leader hands to its parallel workers (see src/handoff.rs).",
+        c"",
+        &PARALLEL_HANDOFF,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE | GucFlags::NO_RESET_ALL,
     );
     unsafe {
         pg_sys::MarkGUCPrefixReserved(c"authz".as_ptr());
@@ -150,27 +184,39 @@ pub fn leeway_seconds() -> i64 {
     i64::from(LEEWAY_SECONDS.get())
 }
 
-fn comma_list(setting: &GucSetting<Option<CString>>) -> Vec<String> {
-    setting
-        .get()
-        .map(|s| s.to_string_lossy().split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
-        .unwrap_or_default()
+/// Read one of the directly defined string settings.
+fn raw_setting(ptr: *mut c_char) -> String {
+    if ptr.is_null() {
+        String::new()
+    } else {
+        unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
+    }
+}
+
+fn comma_list(value: String) -> Vec<String> {
+    value.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
 }
 
 pub fn issuers() -> Vec<String> {
-    comma_list(&ISSUERS)
+    comma_list(raw_setting(unsafe { ISSUERS }))
 }
 
 pub fn audiences() -> Vec<String> {
-    comma_list(&AUDIENCES)
+    comma_list(raw_setting(unsafe { AUDIENCES }))
 }
 
 pub fn user_claim() -> String {
-    USER_CLAIM
-        .get()
-        .map(|s| s.to_string_lossy().trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "sub".to_string())
+    let claim = raw_setting(unsafe { USER_CLAIM }).trim().to_string();
+    if claim.is_empty() {
+        "sub".to_string()
+    } else {
+        claim
+    }
+}
+
+/// Moves whenever authz.issuers, authz.audiences or authz.user_claim changes.
+pub fn verify_settings_epoch() -> u64 {
+    VERIFY_SETTINGS_EPOCH.load(Ordering::Relaxed)
 }
 
 pub fn max_token_bytes() -> usize {
@@ -179,6 +225,28 @@ pub fn max_token_bytes() -> usize {
 
 pub fn token_cache_entries() -> usize {
     usize::try_from(TOKEN_CACHE_ENTRIES.get()).unwrap_or(0)
+}
+
+pub fn parallel_handoff() -> Option<String> {
+    PARALLEL_HANDOFF.get().map(|s| s.to_string_lossy().into_owned())
+}
+
+/// Set the handoff transaction-locally with superuser context: only pg_authz's own code can write
+/// it (a client's SET of a superuser-only setting is refused).
+pub fn set_parallel_handoff(value: &str) {
+    let Ok(value) = CString::new(value) else { return };
+    unsafe {
+        pg_sys::set_config_option(
+            c"authz.parallel_handoff".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pg_sys::DEBUG1 as i32,
+            false,
+        );
+    }
 }
 
 pub fn audit_level() -> AuditLevel {

@@ -276,3 +276,70 @@ pub fn printable(s: &str, max: usize) -> String {
     }
     out
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use pgrx::prelude::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn sign(alg: Algorithm, kid: &str, key: &EncodingKey, sub: &str) -> String {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_string());
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+        jsonwebtoken::encode(&header, &serde_json::json!({"sub": sub, "exp": exp}), key).unwrap()
+    }
+
+    /// An identity provider's JWKS (EC P-256 and Ed25519 keys, each with its kid) is imported and
+    /// tokens signed by either key verify; a token naming one kid but signed by the other does not.
+    #[pg_test]
+    fn jwks_import_verifies_ec_and_okp_tokens() {
+        let rng = SystemRandom::new();
+        let ec_pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let ec = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec_pkcs8.as_ref(), &rng).unwrap();
+        let point = ec.public_key().as_ref();
+        let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let ed = Ed25519KeyPair::from_pkcs8(ed_pkcs8.as_ref()).unwrap();
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "EC", "crv": "P-256", "kid": "idp-ec", "use": "sig", "x": b64(&point[1..33]), "y": b64(&point[33..65])},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "idp-ed", "x": b64(ed.public_key().as_ref())}
+        ]});
+        let kids =
+            Spi::get_one_with_args::<Vec<String>>("SELECT authz.add_jwks($1::jsonb)", &[pgrx::JsonB(jwks).into()])
+                .unwrap()
+                .unwrap();
+        assert_eq!(kids, vec!["idp-ec", "idp-ed"]);
+        let ec_key = EncodingKey::from_ec_der(ec_pkcs8.as_ref());
+        let ed_key = EncodingKey::from_ed_der(ed_pkcs8.as_ref());
+        let verify = |t: &str| Spi::get_one_with_args::<String>("SELECT authz.verify_token($1)", &[t.into()]);
+        assert_eq!(verify(&sign(Algorithm::ES256, "idp-ec", &ec_key, "ada")).unwrap().as_deref(), Some("ada"));
+        assert_eq!(verify(&sign(Algorithm::EdDSA, "idp-ed", &ed_key, "bo")).unwrap().as_deref(), Some("bo"));
+        let algs = Spi::get_one::<Vec<String>>("SELECT array_agg(alg ORDER BY kid) FROM authz.keys").unwrap().unwrap();
+        assert_eq!(algs, vec!["ES256", "EdDSA"]);
+    }
+
+    #[pg_test]
+    #[should_panic(expected = "token rejected: algorithm not allowed")]
+    fn token_signed_with_another_keys_algorithm_is_rejected() {
+        let rng = SystemRandom::new();
+        let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let ed = Ed25519KeyPair::from_pkcs8(ed_pkcs8.as_ref()).unwrap();
+        let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": b64(ed.public_key().as_ref())}]});
+        Spi::run_with_args("SELECT authz.add_jwks($1::jsonb)", &[pgrx::JsonB(jwks).into()]).unwrap();
+        let hs = sign(Algorithm::HS256, "k", &EncodingKey::from_secret(ed.public_key().as_ref()), "mallory");
+        Spi::run_with_args("SELECT authz.verify_token($1)", &[hs.as_str().into()]).unwrap();
+    }
+
+    #[pg_test]
+    #[should_panic(expected = "HMAC secret is too short")]
+    fn short_hmac_secrets_are_refused() {
+        Spi::run("SELECT authz.add_key('short', 'HS256', 'only-twenty-bytes!!!')").unwrap();
+    }
+}

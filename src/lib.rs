@@ -8,6 +8,7 @@ mod cache;
 mod db;
 mod errors;
 mod gucs;
+mod handoff;
 mod identity;
 mod keys;
 mod model;
@@ -68,7 +69,7 @@ mod tests {
     #[pg_test]
     fn settings_are_registered() {
         let n = Spi::get_one::<i64>("SELECT count(*) FROM pg_settings WHERE name LIKE 'authz.%'").unwrap();
-        assert_eq!(n, Some(8));
+        assert_eq!(n, Some(8)); // authz.parallel_handoff is internal (GUC_NO_SHOW_ALL)
     }
 }
 

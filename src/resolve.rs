@@ -52,6 +52,18 @@ pub struct Permitted {
 }
 
 impl Permitted {
+    /// A set resolved elsewhere (the parallel leader's handoff).
+    pub fn from_parts(resource_type: &str, action: &str, ids: Vec<String>, total: usize) -> Permitted {
+        Permitted {
+            resource_type: resource_type.to_string(),
+            action: action.to_string(),
+            ids,
+            total,
+            deciding_rules: Vec::new(),
+            typed: RefCell::new(HashMap::new()),
+        }
+    }
+
     /// A typed lookup structure built once per set and shared by every statement that uses it.
     pub fn typed<T: 'static>(&self, kind: &'static str, build: impl FnOnce(&[String]) -> T) -> Rc<T> {
         if let Some(existing) = self.typed.borrow().get(kind) {
@@ -110,12 +122,17 @@ pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>>
             Spi::connect(|client| {
                 let mut rows = Vec::new();
                 for row in client.select(
-                    "WITH RECURSIVE chain(id) AS (
-                         SELECT $1::text
-                         UNION
-                         SELECT m.group_id FROM authz.memberships m JOIN chain c ON m.member_id = c.id)
-                     SELECT a.role, a.resource_type, a.resource_id, a.principal
-                     FROM authz.role_assignments a JOIN chain c ON a.principal = c.id
+                    // The group chain goes through an array so the planner probes the
+                    // assignments index (a join on the CTE was estimated at 100 rows and
+                    // hashed the whole table: 5 ms at 20,000 assignments; this is 0.3 ms).
+                    "SELECT a.role, a.resource_type, a.resource_id, a.principal
+                     FROM authz.role_assignments a
+                     WHERE a.principal = ANY (ARRAY(
+                         WITH RECURSIVE chain(id) AS (
+                             SELECT $1::text
+                             UNION
+                             SELECT m.group_id FROM authz.memberships m JOIN chain c ON m.member_id = c.id)
+                         SELECT id FROM chain))
                      ORDER BY a.id",
                     None,
                     &[user.as_str().into()],

@@ -32,14 +32,14 @@ pub struct VerifiedToken {
 
 struct TokenCache {
     generation: u64,
-    /// The verification settings the entries were checked under; a change empties the cache.
-    settings: String,
+    /// The verification settings epoch the entries were checked under; a change empties the cache.
+    settings: u64,
     entries: HashMap<Vec<u8>, Rc<VerifiedToken>>,
 }
 
 thread_local! {
     static CACHE: RefCell<TokenCache> =
-        RefCell::new(TokenCache { generation: 0, settings: String::new(), entries: HashMap::new() });
+        RefCell::new(TokenCache { generation: 0, settings: 0, entries: HashMap::new() });
 }
 
 /// Number of verified tokens this backend currently remembers.
@@ -61,7 +61,7 @@ pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
         return Err(e);
     }
     let generation = cache::generation();
-    let settings = settings_fingerprint();
+    let settings = gucs::verify_settings_epoch();
     let use_cache = gucs::token_cache_entries() > 0;
     let cached = CACHE.with(|c| {
         let c = c.borrow();
@@ -84,12 +84,7 @@ pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
     Ok(verified)
 }
 
-/// The settings a verification depends on besides the keys (issuers, audiences, user claim).
-fn settings_fingerprint() -> String {
-    format!("{:?}|{:?}|{}", gucs::issuers(), gucs::audiences(), gucs::user_claim())
-}
-
-fn remember(token: &[u8], generation: u64, settings: String, verified: Rc<VerifiedToken>) {
+fn remember(token: &[u8], generation: u64, settings: u64, verified: Rc<VerifiedToken>) {
     let capacity = gucs::token_cache_entries();
     if capacity == 0 {
         return;

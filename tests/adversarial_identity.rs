@@ -362,10 +362,13 @@ fn cursor_across_a_token_switch() {
                 assert!(rest.iter().all(|(_, s)| BOB_SESSIONS.contains(s)), "{plan}: {rest_sessions:?}");
                 assert_eq!(rest.len(), 40, "{plan}");
             }
-            // The index condition kept alice's set.
+            // Through an index condition (offered only for a selective caller) the scan keeps the
+            // set of the identity at OPEN; through a filter it re-resolves at FETCH. Either way the
+            // rows after the switch belong to exactly one of the two identities.
             _ => {
-                assert!(rest.iter().all(|(_, s)| ALICE_SESSIONS.contains(s)), "{plan}: {rest_sessions:?}");
-                assert_eq!(rest.len(), 35, "{plan}");
+                let all_alice = rest.iter().all(|(_, s)| ALICE_SESSIONS.contains(s));
+                let all_bob = rest.iter().all(|(_, s)| BOB_SESSIONS.contains(s));
+                assert!(all_alice || all_bob, "{plan}: mixed identities {rest_sessions:?}");
             }
         }
         tx.rollback().unwrap();
