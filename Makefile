@@ -2,7 +2,7 @@
 PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
 UNIT_PGDATA := /tmp/pg_authz_unit
 
-.PHONY: setup build install test lint test-unit test-regress test-integration demo demo-shell bench bench-quick fuzz clean
+.PHONY: setup build install upgrade-scripts test lint test-unit test-regress test-integration demo demo-shell bench bench-quick fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -10,14 +10,20 @@ setup:
 build: setup
 	cargo build --release
 
+# Also installs the frozen install scripts of earlier versions and the upgrade scripts (sql/).
 install: setup
 	cargo pgrx install --release --pg-config $(PG_CONFIG)
+	$(MAKE) --no-print-directory upgrade-scripts
+
+upgrade-scripts: setup
+	cp sql/pg_authz--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 lint: setup
 	cargo fmt --check
 	cargo clippy --all-targets --features pg_test -- -D warnings
 
-test-unit: setup
+# `cargo pgrx test` also runs the integration tests (the upgrade test needs sql/ installed).
+test-unit: setup upgrade-scripts
 	rm -rf $(UNIT_PGDATA) && mkdir -p $(UNIT_PGDATA) && chown postgres: $(UNIT_PGDATA)
 	cargo pgrx test pg15 --runas postgres --pgdata $(UNIT_PGDATA)/data
 

@@ -52,7 +52,7 @@ fn time_sql(client: &mut Client, sql: &str) -> f64 {
 }
 
 /// 500 projects (5 public), 10,000 sessions (20 per project), N images spread at random over
-/// sessions (seeded), 10,000 users in 100 groups, 200 rule roles with 5 rules each (1,000 rules,
+/// sessions (seeded), 100,000 users in 100 groups, 200 rule roles with 5 rules each (1,000 rules,
 /// wildcards, globs and denies), scoped grants; plus the four benchmark users.
 fn build_dataset(su: &mut Client, images: i64) {
     su.batch_execute(&format!(
@@ -92,12 +92,12 @@ fn build_dataset(su: &mut Client, images: i64) {
                            ('session', ((g * 53) % 10000 + 1)::text, 'read', 'deny'),
                            ('session', (g % 90 + 10)::text || '*', 'write', 'allow'),
                            ('project', '*', 'list', 'allow')) AS t(rt, p, a, e);
-         INSERT INTO authz.principals (id, kind) SELECT 'u' || g, 'user' FROM generate_series(1, 10000) g;
+         INSERT INTO authz.principals (id, kind) SELECT 'u' || g, 'user' FROM generate_series(1, 100000) g;
          INSERT INTO authz.principals (id, kind) SELECT 'g' || g, 'group' FROM generate_series(1, 100) g;
-         INSERT INTO authz.memberships SELECT 'g' || (1 + g % 100), 'u' || g FROM generate_series(1, 10000) g;
-         INSERT INTO authz.role_assignments (principal, role) SELECT 'u' || g, 'r' || (1 + g % 200) FROM generate_series(1, 10000) g;
+         INSERT INTO authz.memberships SELECT 'g' || (1 + g % 100), 'u' || g FROM generate_series(1, 100000) g;
+         INSERT INTO authz.role_assignments (principal, role) SELECT 'u' || g, 'r' || (1 + g % 200) FROM generate_series(1, 100000) g;
          INSERT INTO authz.role_assignments (principal, role, resource_type, resource_id)
-             SELECT 'u' || g, 'viewer', 'session', (1 + (g * 7919) % 10000)::text FROM generate_series(1, 10000) g;
+             SELECT 'u' || g, 'viewer', 'session', (1 + (g * 7919) % 10000)::text FROM generate_series(1, 100000) g;
          INSERT INTO authz.role_assignments (principal, role, resource_type, resource_id)
              SELECT 'g' || g, 'viewer', 'project', (1 + (g * 13) % 500)::text FROM generate_series(1, 100) g;
 
@@ -379,50 +379,61 @@ fn main() {
 
     // Audit overhead: the selective count with authz.audit = all versus off, alternating.
     eprintln!("audit overhead…");
-    su.batch_execute("LOAD 'pg_authz'; CREATE ROLE app_audit LOGIN; GRANT SELECT ON images TO app_audit; ALTER ROLE app_audit SET authz.audit = 'all'; ALTER ROLE app SET authz.audit = 'off';").unwrap();
-    let mut audited = cluster.connect("app_audit");
-    let mut quiet = cluster.connect("app");
-    let audit_stmt = statement(Side::Authz, &users[0], QUERIES[0].1, false);
+    // One connection for both sides, switching the superuser-only level between statements and
+    // querying as `app` (SET ROLE: row-level security applies to app; identity is the token).
+    let mut auditor = cluster.superuser();
+    auditor.batch_execute("LOAD 'pg_authz'").unwrap();
+    let audit_stmt = |level: &str| {
+        format!(
+            "RESET ROLE; SET authz.audit = '{level}'; SET ROLE app; {}",
+            statement(Side::Authz, &users[0], QUERIES[0].1, false)
+        )
+    };
+    let (stmt_on, stmt_off) = (audit_stmt("all"), audit_stmt("off"));
     let (mut on, mut off) = (Vec::new(), Vec::new());
-    time_sql(&mut audited, &audit_stmt);
-    time_sql(&mut quiet, &audit_stmt);
+    time_sql(&mut auditor, &stmt_on);
+    time_sql(&mut auditor, &stmt_off);
     for run in 0..mode.runs * 20 {
         if run % 2 == 0 {
-            on.push(time_sql(&mut audited, &audit_stmt));
-            off.push(time_sql(&mut quiet, &audit_stmt));
+            on.push(time_sql(&mut auditor, &stmt_on));
+            off.push(time_sql(&mut auditor, &stmt_off));
         } else {
-            off.push(time_sql(&mut quiet, &audit_stmt));
-            on.push(time_sql(&mut audited, &audit_stmt));
+            off.push(time_sql(&mut auditor, &stmt_off));
+            on.push(time_sql(&mut auditor, &stmt_on));
         }
     }
     let (audit_on, audit_off) = (median(on), median(off));
 
-    // Resolution: cached, uncached (sets only), cold (model and hierarchies too).
+    // Resolution: cached, uncached (sets and grants flushed), cold (model and hierarchies too).
+    // Measured from the client as the median difference between a statement that flushes and
+    // resolves and the same statement that only flushes, so round trips cancel out.
     eprintln!("resolution…");
-    su.batch_execute(
-        "CREATE FUNCTION bench_resolve(n int, flush text) RETURNS float8 LANGUAGE plpgsql AS $$
-         DECLARE t0 timestamptz; total interval := '0'; BEGIN
-           PERFORM authz.permitted_ids('session', 'read');
-           FOR i IN 1..n LOOP
-             IF flush = 'sets' THEN PERFORM authz.flush_caches(true); ELSIF flush = 'all' THEN PERFORM authz.flush_caches(); END IF;
-             t0 := clock_timestamp();
-             PERFORM authz.permitted_bigint_ids('session', 'read');
-             total := total + (clock_timestamp() - t0);
-           END LOOP;
-           RETURN extract(epoch FROM total) * 1e6 / n; END $$;
-         GRANT EXECUTE ON FUNCTION bench_resolve(int, text) TO app;",
-    )
-    .unwrap();
     let mut resolution = Vec::new();
     for user in &users[0..3] {
         let mut row = Vec::new();
         for flush in ["none", "sets", "all"] {
-            let n = if flush == "all" { 20 } else { 200 };
+            let n = if flush == "all" { 30 } else { 300 };
+            let prefix = match flush {
+                "none" => "",
+                "sets" => "authz.flush_caches(true), ",
+                _ => "authz.flush_caches(), ",
+            };
+            let with = format!("SELECT {prefix}cardinality(authz.permitted_bigint_ids('session', 'read'))");
+            let without = format!("SELECT {prefix}0");
             let mut tx = app.transaction().unwrap();
             tx.execute("SELECT set_config('authz.token', $1, true)", &[user.token.as_ref().unwrap()]).unwrap();
-            let us: f64 = tx.query_one("SELECT bench_resolve($1, $2)", &[&n, &flush]).unwrap().get(0);
+            tx.simple_query(&with).unwrap();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..n {
+                let t0 = Instant::now();
+                tx.simple_query(&with).unwrap();
+                a.push(ms(t0.elapsed()) * 1000.0);
+                let t0 = Instant::now();
+                tx.simple_query(&without).unwrap();
+                b.push(ms(t0.elapsed()) * 1000.0);
+            }
             tx.commit().unwrap();
-            row.push(us);
+            row.push((median(a) - median(b)).max(0.0));
         }
         resolution.push((user.name, user.ids.len(), row));
     }
@@ -566,7 +577,7 @@ fn main() {
     writeln!(md, "Generated by `make bench{}` ({} mode) — reproduce with that command. Medians of {} runs per cell, the three sides alternating run by run, each query its own statement (simple protocol, one round trip: `BEGIN; [SET LOCAL …;] query; COMMIT`). Default parallel settings on every side.\n",
         if mode.name == "quick" { "-quick" } else { "" }, mode.name, mode.runs).ok();
     writeln!(md, "Machine: {cpu}, {cores} cores; PostgreSQL 15 (Debian), fsync off, default shared_buffers; release build of pg_authz {}.\n", env!("CARGO_PKG_VERSION")).ok();
-    writeln!(md, "Dataset: {} images spread at random over 10,003 sessions: 10,000 in 500 private projects and 3 in one public project; 10,000 users in 100 groups; 1,000+ rules over 203 roles (wildcards, globs, denies); ~20,000 role assignments, most of them scoped.\n", mode.images).ok();
+    writeln!(md, "Dataset: {} images spread at random over 10,003 sessions: 10,000 in 500 private projects and 3 in one public project; 100,000 users in 100 groups; 1,000+ rules over 203 roles (wildcards, globs, denies); ~200,000 role assignments, half of them scoped.\n", mode.images).ok();
     writeln!(md, "Sides: **limit** = superuser, no RLS, `WHERE session_id = ANY('{{…literal ids…}}')` (for admin, who may see everything, the unfiltered query); **common practice** = an RLS policy `session_id IN (SELECT session_id FROM grants WHERE user_id = current_setting('app.user_id'))` on a copy of the table; **pg_authz** = `authz.protect` on the table, identity from a verified token set with `SET LOCAL` in the same transaction.\n").ok();
     writeln!(md, "## Protected queries, index on session_id\n").ok();
     results_table(&mut md, &users, &results, QUERIES);

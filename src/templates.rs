@@ -498,7 +498,8 @@ END
 $$;
 CREATE EVENT TRIGGER authz_forget_dropped_tables ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION authz._on_drop_forget_tables();
-REVOKE ALL ON FUNCTION authz._on_ddl_protect_partitions(), authz._on_drop_forget_tables() FROM PUBLIC;
+REVOKE ALL ON FUNCTION authz._on_ddl_protect_partitions(), authz._on_drop_forget_tables(),
+    authz._protect_new_partitions() FROM PUBLIC;
 
 CREATE VIEW authz.protected_tables AS
 SELECT p.tbl AS table_name, p.id_column, p.resource_type, p.owner_column, p.soft_delete_column,

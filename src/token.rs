@@ -132,6 +132,14 @@ fn malformed(what: impl Into<String>) -> AuthzError {
 
 /// The header, decoded by hand so that `alg` values jsonwebtoken does not know (such as `none`)
 /// get a precise answer instead of a parse error.
+/// Only the two header fields pg_authz reads; other fields are skipped without allocating, and a
+/// duplicated `alg` or `kid` is a parse error (so the `alg` enforced is never ambiguous).
+#[derive(serde::Deserialize)]
+struct RawHeader {
+    alg: Option<Value>,
+    kid: Option<Value>,
+}
+
 fn header(token: &str) -> AuthzResult<(String, Option<String>)> {
     let mut parts = token.split('.');
     let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -140,17 +148,40 @@ fn header(token: &str) -> AuthzResult<(String, Option<String>)> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(h)
         .map_err(|_| malformed("The header is not base64url."))?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|_| malformed("The header is not JSON."))?;
-    let alg = match value.get("alg") {
-        Some(Value::String(s)) => s.clone(),
+    let header: RawHeader = serde_json::from_slice(&bytes)
+        .map_err(|_| malformed("The header is not a JSON object with one alg and kid."))?;
+    let alg = match header.alg {
+        Some(Value::String(s)) => s,
         _ => return Err(malformed("The header has no \"alg\" string.")),
     };
-    let kid = match value.get("kid") {
+    let kid = match header.kid {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(s),
         Some(_) => return Err(malformed("The header's \"kid\" is not a string.")),
     };
     Ok((alg, kid))
+}
+
+thread_local! {
+    /// Signature-only validation settings per algorithm (claims are checked by pg_authz itself);
+    /// built once, since `Validation::new` allocates.
+    static VALIDATIONS: RefCell<HashMap<String, Rc<Validation>>> = RefCell::new(HashMap::new());
+}
+
+fn signature_validation(alg: jsonwebtoken::Algorithm) -> Rc<Validation> {
+    VALIDATIONS.with(|v| {
+        v.borrow_mut()
+            .entry(format!("{alg:?}"))
+            .or_insert_with(|| {
+                let mut validation = Validation::new(alg);
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                validation.validate_aud = false;
+                validation.required_spec_claims.clear();
+                Rc::new(validation)
+            })
+            .clone()
+    })
 }
 
 fn verify_uncached(raw: &[u8]) -> AuthzResult<VerifiedToken> {
@@ -198,11 +229,7 @@ fn verify_uncached(raw: &[u8]) -> AuthzResult<VerifiedToken> {
         )));
     }
 
-    let mut validation = Validation::new(key.alg);
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
+    let validation = signature_validation(key.alg);
     let data = jsonwebtoken::decode::<Value>(token, &key.decoding, &validation).map_err(|e| match e.kind() {
         ErrorKind::InvalidSignature => AuthzError::token("token rejected: bad signature")
             .detail(format!("The signature does not verify with key \"{}\".", printable(&key.kid, 64))),
