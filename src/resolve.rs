@@ -237,16 +237,40 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
         }
         Ok(mask)
     };
+    // A role's rules are the same in every scope it is held in, so its scopes are merged into one
+    // mask and its rules applied once (a user with 250 project-scoped grants: 4 ms -> 0.3 ms).
+    let mut unscoped: Vec<&str> = Vec::new();
+    let mut scoped: Vec<(&str, Vec<bool>)> = Vec::new();
     for grant in grants.iter() {
         match &grant.scope {
-            None => apply(&grant.role, None)?,
+            None => {
+                if !unscoped.contains(&grant.role.as_str()) {
+                    unscoped.push(&grant.role);
+                }
+            }
             Some((scope_type, scope_id)) => {
                 let Some(level) = level_of(scope_type) else { continue };
                 let sh = model.hierarchy(scope_type)?;
                 let Some(&node) = sh.index.get(scope_id) else { continue };
-                let mask = mask_of(level, vec![node])?;
-                apply(&grant.role, Some(&mask))?;
+                let position = match scoped.iter().position(|(r, _)| *r == grant.role) {
+                    Some(p) => p,
+                    None => {
+                        scoped.push((&grant.role, vec![false; n]));
+                        scoped.len() - 1
+                    }
+                };
+                for i in descend(model, &chain, level, vec![node])? {
+                    scoped[position].1[i as usize] = true;
+                }
             }
+        }
+    }
+    for role in &unscoped {
+        apply(role, None)?;
+    }
+    for (role, mask) in &scoped {
+        if !unscoped.contains(role) {
+            apply(role, Some(mask))?;
         }
     }
     // The principal named in a resource's owner column holds the built-in role `owner` there.
@@ -624,6 +648,88 @@ mod tests {
         assert_eq!(ids, vec!["1", "2", "3", "4", "9", "10", "11", "12"]);
         let writable = Spi::get_one::<Vec<String>>("SELECT authz.permitted_ids('session', 'write')").unwrap().unwrap();
         assert_eq!(writable, vec!["1", "2", "3", "4"]);
+    }
+
+    /// The set evaluator (bitmaps, used by the policies) and the per-id evaluator (ancestor walk,
+    /// used by explain) must agree on every id, for random rules, globs, denies, groups, scopes
+    /// and ownership (deterministic pseudo-random data).
+    #[pg_test]
+    fn set_and_single_id_evaluation_agree() {
+        Spi::run(
+            "CREATE TABLE projects (id bigint PRIMARY KEY, public boolean DEFAULT false, lead text);
+             CREATE TABLE sessions (id bigint PRIMARY KEY, project_id bigint REFERENCES projects);
+             INSERT INTO projects SELECT g, g % 7 = 0, 'u' || (g % 5) FROM generate_series(1, 30) g;
+             INSERT INTO sessions SELECT g, 1 + (g * 13) % 30 FROM generate_series(1, 300) g;
+             SELECT authz.register_resource_type('project', 'projects', 'id', public_column => 'public', owner_column => 'lead');
+             SELECT authz.register_resource_type('session', 'sessions', 'id', 'project', 'project_id');",
+        )
+        .unwrap();
+        let mut seed: u64 = 42;
+        let mut next = |m: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        let patterns = ["*", "1*", "2?", "3", "1?", "*5"];
+        for r in 0..8 {
+            Spi::run(&format!("SELECT authz.create_role('r{r}')")).unwrap();
+            if r > 0 {
+                Spi::run(&format!("SELECT authz.add_inheritance('r{r}', 'r{}')", next(r))).unwrap();
+            }
+            for _ in 0..4 {
+                let rt = if next(2) == 0 { "session" } else { "project" };
+                let verb = if next(4) == 0 { "deny" } else { "allow" };
+                let action = ["read", "*", "write"][next(3) as usize];
+                let pattern = patterns[next(patterns.len() as u64) as usize];
+                Spi::run(&format!("SELECT authz.{verb}('r{r}', '{rt}', '{pattern}', '{action}')")).unwrap();
+            }
+        }
+        Spi::run("SELECT authz.allow('owner', 'session', '*', 'read'); SELECT authz.create_principal('grp', 'group')")
+            .unwrap();
+        for u in 0..5 {
+            Spi::run(&format!("SELECT authz.create_principal('u{u}')")).unwrap();
+            if next(2) == 0 {
+                Spi::run(&format!("SELECT authz.add_member('grp', 'u{u}')")).unwrap();
+            }
+            for _ in 0..3 {
+                let role = next(8);
+                match next(3) {
+                    0 => Spi::run(&format!("SELECT authz.assign_role('u{u}', 'r{role}')")),
+                    1 => {
+                        Spi::run(&format!("SELECT authz.assign_role('u{u}', 'r{role}', 'project', '{}')", 1 + next(30)))
+                    }
+                    _ => Spi::run(&format!(
+                        "SELECT authz.assign_role('u{u}', 'r{role}', 'session', '{}')",
+                        1 + next(300)
+                    )),
+                }
+                .unwrap();
+            }
+        }
+        Spi::run("SELECT authz.assign_role('grp', 'r3', 'project', '4')").unwrap();
+        let mut partial = 0;
+        for u in 0..5 {
+            for action in ["read", "write"] {
+                // explain() walks each id's ancestors; permitted_ids() computes the whole set.
+                let set = Spi::get_one::<Vec<String>>(&format!(
+                    "SELECT coalesce(array_agg(id::text ORDER BY id), '{{}}') FROM sessions
+                     WHERE (SELECT outcome FROM authz.explain('u{u}', 'session', id::text, '{action}') LIMIT 1) = 'allow'"
+                ))
+                .unwrap()
+                .unwrap();
+                Spi::run(&format!("UPDATE authz.principals SET db_role = NULL; UPDATE authz.principals SET db_role = session_user WHERE id = 'u{u}'")).unwrap();
+                let mut permitted =
+                    Spi::get_one::<Vec<String>>(&format!("SELECT authz.permitted_ids('session', '{action}')"))
+                        .unwrap()
+                        .unwrap();
+                permitted.sort_by_key(|s| s.parse::<i64>().unwrap_or(0));
+                assert_eq!(permitted, set, "u{u} {action}");
+                if !set.is_empty() && set.len() < 300 {
+                    partial += 1;
+                }
+            }
+        }
+        // The data must exercise real decisions, not only all-or-nothing sets.
+        assert!(partial >= 3, "only {partial} partial sets");
     }
 
     #[pg_test]
