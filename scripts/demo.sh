@@ -36,7 +36,7 @@ as_token viewer1 "$(mint viewer1)"
 as_token member1 "$(mint member1)"
 echo; echo "== anonymous (app login, no token): only the public project"
 sql app -c "$query"
-echo; echo "== ann in psql on her own login (no token needed): session 12 only"
+echo; echo "== ann in psql on her own login (no token needed): her session 12 and the public tutorial"
 sql ann -c "$query"
 echo; echo "== ann tries to escape"
 sql ann -c "SET row_security = off" -c "SELECT count(*) FROM images" 2>&1 | sed 's/^/   /' || true
