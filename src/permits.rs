@@ -261,12 +261,37 @@ unsafe fn selectivity(req: *mut pg_sys::SupportRequestSelectivity) -> bool {
     };
     let Ok(who) = identity::current() else { return false };
     let Ok(p) = resolve::permitted_for(&who, &resource_type, &action) else { return false };
-    handoff::publish(&p);
+    if parallel_scan_possible(req) {
+        handoff::publish(&p);
+    }
     if p.total == 0 {
         return false;
     }
     (*req).selectivity = (p.ids.len() as f64 / p.total as f64).clamp(0.0, 1.0);
     true
+}
+
+/// Could this relation be scanned in parallel? Publishing a large set for parallel workers costs
+/// copies of it on every statement, so it is skipped for tables below the parallel scan threshold
+/// (when in doubt, publish: a missed handoff only costs the workers a cold resolution).
+unsafe fn parallel_scan_possible(req: *mut pg_sys::SupportRequestSelectivity) -> bool {
+    if pg_sys::max_parallel_workers_per_gather <= 0 {
+        return false;
+    }
+    let mut arg = list_nth((*req).args, 0);
+    while !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_RelabelType {
+        arg = (*(arg as *mut pg_sys::RelabelType)).arg.cast();
+    }
+    let root = (*req).root;
+    if arg.is_null() || root.is_null() || (*arg).type_ != pg_sys::NodeTag::T_Var {
+        return true;
+    }
+    let varno = (*(arg as *mut pg_sys::Var)).varno;
+    if varno <= 0 || varno >= (*root).simple_rel_array_size || (*root).simple_rel_array.is_null() {
+        return true;
+    }
+    let rel = *(*root).simple_rel_array.add(varno as usize);
+    rel.is_null() || (*rel).pages as i64 >= i64::from(pg_sys::min_parallel_table_scan_size)
 }
 
 unsafe fn array_function(column_type: pg_sys::Oid) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
