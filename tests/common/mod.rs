@@ -46,40 +46,53 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn start() -> Cluster {
+    /// A fresh directory owned by postgres; from here on Drop cleans up, even after a panic.
+    fn new_dir() -> Cluster {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/tmp/pg_authz_it_{}_{}", std::process::id(), n));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        // From here on Drop cleans up, even if a step below panics.
-        let mut cluster = Cluster { dir, port: 0 };
+        let cluster = Cluster { dir, port: 0 };
         if !is_postgres_user() {
             let st = Command::new("chown").arg("postgres:").arg(&cluster.dir).status().unwrap();
             assert!(st.success(), "chown failed");
         }
+        cluster
+    }
+
+    pub fn start() -> Cluster {
+        let mut cluster = Cluster::new_dir();
         let data = cluster.data_dir();
         let out = as_pg("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"]);
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        // Another process may grab the port between probing and binding: retry a few times.
+        cluster.start_server(&[]);
+        cluster.superuser().batch_execute("CREATE EXTENSION pg_authz").unwrap();
+        cluster
+    }
+
+    /// Start the server on this cluster's data directory with `-c` settings. Another process may
+    /// grab the port between probing and binding: retry a few times on fresh ports.
+    fn start_server(&mut self, settings: &[&str]) {
+        let data = self.data_dir();
         let mut last = String::new();
         for _ in 0..5 {
-            cluster.port = free_port();
-            let opts =
-                format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", cluster.port, cluster.dir.display());
-            let log = cluster.log_path();
+            self.port = free_port();
+            let mut opts =
+                format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
+            for s in settings {
+                opts.push_str(&format!(" -c {s}"));
+            }
+            let log = self.log_path();
             let out = as_pg(
                 "pg_ctl",
                 &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &opts, "start"],
             );
             if out.status.success() {
-                last.clear();
-                break;
+                return;
             }
-            last = format!("{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.log_contents());
+            last = format!("{}\n{}", String::from_utf8_lossy(&out.stderr), self.log_contents());
         }
-        assert!(last.is_empty(), "pg_ctl start failed: {last}");
-        cluster.superuser().batch_execute("CREATE EXTENSION pg_authz").unwrap();
-        cluster
+        panic!("pg_ctl start failed: {last}");
     }
 
     pub fn dir(&self) -> &Path {
@@ -303,15 +316,7 @@ impl Cluster {
     /// extra `name=value` server settings given on the command line (e.g. `authz.audit=all`).
     /// The extension is not created (it arrives with the base backup). Drop stops and removes it.
     pub fn standby_of(primary: &Cluster, settings: &[&str]) -> Cluster {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = PathBuf::from(format!("/tmp/pg_authz_it_{}_{}", std::process::id(), n));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut standby = Cluster { dir, port: 0 };
-        if !is_postgres_user() {
-            let st = Command::new("chown").arg("postgres:").arg(&standby.dir).status().unwrap();
-            assert!(st.success(), "chown failed");
-        }
+        let mut standby = Cluster::new_dir();
         let data = standby.data_dir();
         let port = primary.port.to_string();
         let out = as_pg(
@@ -335,29 +340,9 @@ impl Cluster {
         );
         assert!(out.status.success(), "pg_basebackup failed: {}", String::from_utf8_lossy(&out.stderr));
         assert!(data.join("standby.signal").exists(), "pg_basebackup -R wrote no standby.signal");
-        let mut last = String::new();
-        for _ in 0..5 {
-            standby.port = free_port();
-            let mut opts = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c hot_standby=on",
-                standby.port,
-                standby.dir.display()
-            );
-            for s in settings {
-                opts.push_str(&format!(" -c {s}"));
-            }
-            let log = standby.log_path();
-            let out = as_pg(
-                "pg_ctl",
-                &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &opts, "start"],
-            );
-            if out.status.success() {
-                last.clear();
-                break;
-            }
-            last = format!("{}\n{}", String::from_utf8_lossy(&out.stderr), standby.log_contents());
-        }
-        assert!(last.is_empty(), "standby pg_ctl start failed: {last}");
+        let mut extra = vec!["hot_standby=on"];
+        extra.extend_from_slice(settings);
+        standby.start_server(&extra);
         let in_recovery: bool = standby.superuser().query_one("SELECT pg_is_in_recovery()", &[]).unwrap().get(0);
         assert!(in_recovery, "the standby is not in recovery");
         standby
