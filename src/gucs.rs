@@ -231,22 +231,29 @@ pub fn parallel_handoff() -> Option<String> {
     PARALLEL_HANDOFF.get().map(|s| s.to_string_lossy().into_owned())
 }
 
-/// Set the handoff transaction-locally with superuser context: only pg_authz's own code can write
-/// it (a client's SET of a superuser-only setting is refused).
-pub fn set_parallel_handoff(value: &str) {
-    let Ok(value) = CString::new(value) else { return };
+/// Assign one of our settings as `SET [LOCAL]` would, from C code and with the given context.
+/// Fails only for a value PostgreSQL cannot hold (a NUL byte).
+pub fn assign(name: &CStr, value: &str, context: pg_sys::GucContext::Type, local: bool, elevel: u32) -> Result<(), ()> {
+    let value = CString::new(value).map_err(|_| ())?;
     unsafe {
         pg_sys::set_config_option(
-            c"authz.parallel_handoff".as_ptr(),
+            name.as_ptr(),
             value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
+            context,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            if local { pg_sys::GucAction::GUC_ACTION_LOCAL } else { pg_sys::GucAction::GUC_ACTION_SET },
             true,
-            pg_sys::DEBUG1 as i32,
+            elevel as i32,
             false,
         );
     }
+    Ok(())
+}
+
+/// Set the handoff transaction-locally with superuser context: only pg_authz's own code can write
+/// it (a client's SET of a superuser-only setting is refused).
+pub fn set_parallel_handoff(value: &str) {
+    let _ = assign(c"authz.parallel_handoff", value, pg_sys::GucContext::PGC_SUSET, true, pg_sys::DEBUG1);
 }
 
 pub fn audit_level() -> AuditLevel {

@@ -63,21 +63,8 @@ pub fn current() -> AuthzResult<Identity> {
 /// Set `authz.token` exactly as `set_config('authz.token', value, local)` would, without SPI (a
 /// statement through SPI would assign a transaction id, which a hot standby cannot do).
 fn set_token(value: &str, local: bool) -> AuthzResult<()> {
-    let value = std::ffi::CString::new(value)
-        .map_err(|_| AuthzError::token("token rejected: malformed").detail("The token contains a NUL byte."))?;
-    unsafe {
-        pg_sys::set_config_option(
-            c"authz.token".as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            if local { pg_sys::GucAction::GUC_ACTION_LOCAL } else { pg_sys::GucAction::GUC_ACTION_SET },
-            true,
-            0,
-            false,
-        );
-    }
-    Ok(())
+    gucs::assign(c"authz.token", value, pg_sys::GucContext::PGC_USERSET, local, 0)
+        .map_err(|_| AuthzError::token("token rejected: malformed").detail("The token contains a NUL byte."))
 }
 
 /// Verify `token` and make it the caller's identity, transaction-local by default so that a

@@ -240,6 +240,14 @@ unsafe fn const_text(node: *mut pg_sys::Node) -> Option<String> {
     String::from_datum((*c).constvalue, false)
 }
 
+/// The caller's permission set for a `permits(col, type, action)` call with constant type and
+/// action, as the planner sees it; `None` when it cannot be known without raising an error.
+unsafe fn planning_set(type_arg: *mut pg_sys::Node, action_arg: *mut pg_sys::Node) -> Option<Rc<Permitted>> {
+    let (resource_type, action) = (const_text(type_arg)?, const_text(action_arg)?);
+    let who = identity::current().ok()?;
+    resolve::permitted_for(&who, &resource_type, &action).ok()
+}
+
 unsafe fn list_nth(list: *mut pg_sys::List, n: i32) -> *mut pg_sys::Node {
     if list.is_null() || n >= (*list).length {
         return std::ptr::null_mut();
@@ -254,13 +262,7 @@ unsafe fn selectivity(req: *mut pg_sys::SupportRequestSelectivity) -> bool {
     if (*req).is_join {
         return false;
     }
-    let (Some(resource_type), Some(action)) =
-        (const_text(list_nth((*req).args, 1)), const_text(list_nth((*req).args, 2)))
-    else {
-        return false;
-    };
-    let Ok(who) = identity::current() else { return false };
-    let Ok(p) = resolve::permitted_for(&who, &resource_type, &action) else { return false };
+    let Some(p) = planning_set(list_nth((*req).args, 1), list_nth((*req).args, 2)) else { return false };
     if parallel_scan_possible(req) {
         handoff::publish(&p);
     }
@@ -318,9 +320,7 @@ const INDEX_CONDITION_MAX_IDS: usize = 1000;
 const INDEX_CONDITION_MAX_FRACTION: f64 = 0.2;
 
 unsafe fn worth_an_index_condition(type_arg: *mut pg_sys::Node, action_arg: *mut pg_sys::Node) -> bool {
-    let (Some(resource_type), Some(action)) = (const_text(type_arg), const_text(action_arg)) else { return true };
-    let Ok(who) = identity::current() else { return true };
-    let Ok(p) = resolve::permitted_for(&who, &resource_type, &action) else { return true };
+    let Some(p) = planning_set(type_arg, action_arg) else { return true };
     p.ids.len() <= INDEX_CONDITION_MAX_IDS
         && (p.total == 0 || (p.ids.len() as f64) <= INDEX_CONDITION_MAX_FRACTION * p.total as f64)
 }
