@@ -193,25 +193,41 @@ fn raw_setting(ptr: *mut c_char) -> String {
     }
 }
 
-fn comma_list(value: String) -> Vec<String> {
+fn comma_list(value: &str) -> Vec<String> {
     value.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
 }
 
-pub fn issuers() -> Vec<String> {
-    comma_list(raw_setting(unsafe { ISSUERS }))
+/// What token verification reads from the settings, parsed once per change of them.
+pub struct VerifySettings {
+    pub issuers: Vec<String>,
+    pub audiences: Vec<String>,
+    /// The claim that names the user (a dotted path); `sub` unless configured.
+    pub user_claim: String,
 }
 
-pub fn audiences() -> Vec<String> {
-    comma_list(raw_setting(unsafe { AUDIENCES }))
+thread_local! {
+    static VERIFY_SETTINGS: std::cell::RefCell<Option<(u64, std::rc::Rc<VerifySettings>)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-pub fn user_claim() -> String {
-    let claim = raw_setting(unsafe { USER_CLAIM }).trim().to_string();
-    if claim.is_empty() {
-        "sub".to_string()
-    } else {
-        claim
-    }
+pub fn verify_settings() -> std::rc::Rc<VerifySettings> {
+    let epoch = verify_settings_epoch();
+    VERIFY_SETTINGS.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if let Some((at, settings)) = cached.as_ref() {
+            if *at == epoch {
+                return settings.clone();
+            }
+        }
+        let claim = raw_setting(unsafe { USER_CLAIM }).trim().to_string();
+        let settings = std::rc::Rc::new(VerifySettings {
+            issuers: comma_list(&raw_setting(unsafe { ISSUERS })),
+            audiences: comma_list(&raw_setting(unsafe { AUDIENCES })),
+            user_claim: if claim.is_empty() { "sub".to_string() } else { claim },
+        });
+        *cached = Some((epoch, settings.clone()));
+        settings
+    })
 }
 
 /// Moves whenever authz.issuers, authz.audiences or authz.user_claim changes.

@@ -103,7 +103,7 @@ fn user_id() -> Option<String> {
 /// The verified token's claims; an empty object without a token.
 #[pg_extern(stable, parallel_safe)]
 fn claims() -> JsonB {
-    JsonB(current().or_raise().token.map(|t| t.claims.clone()).unwrap_or_else(|| json!({})))
+    JsonB(current().or_raise().token.map(|t| t.claims().clone()).unwrap_or_else(|| json!({})))
 }
 
 /// One claim by dotted path (`realm_access.roles`); strings unquoted, other values as JSON.
@@ -111,7 +111,7 @@ fn claims() -> JsonB {
 fn claim(path: &str) -> Option<String> {
     let identity = current().or_raise();
     let token = identity.token?;
-    match token::lookup_path(&token.claims, path)? {
+    match token::lookup_path(token.claims(), path)? {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),

@@ -15,9 +15,16 @@ use crate::{cache, db};
 pub struct Key {
     pub kid: String,
     pub alg: Algorithm,
-    pub decoding: DecodingKey,
+    pub verifier: Verifier,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+}
+
+/// How a key checks a signature. HMAC keys keep ring's prepared key (the padded inner and outer
+/// states), so verifying costs two hash passes over the message and nothing else.
+pub enum Verifier {
+    Hmac(ring::hmac::Key),
+    PublicKey(DecodingKey),
 }
 
 pub struct KeySet {
@@ -54,12 +61,39 @@ pub fn parse_alg(alg: &str) -> AuthzResult<Algorithm> {
     Ok(parsed)
 }
 
-fn is_hmac(alg: Algorithm) -> bool {
-    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+/// The JOSE name of an algorithm (what a token's `alg` header must say).
+pub fn alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::EdDSA => "EdDSA",
+    }
 }
 
-/// Build the decoding key, refusing material that does not fit the algorithm.
-fn decoding_key(alg: Algorithm, format: &str, material: &str) -> AuthzResult<DecodingKey> {
+fn hmac_algorithm(alg: Algorithm) -> Option<ring::hmac::Algorithm> {
+    match alg {
+        Algorithm::HS256 => Some(ring::hmac::HMAC_SHA256),
+        Algorithm::HS384 => Some(ring::hmac::HMAC_SHA384),
+        Algorithm::HS512 => Some(ring::hmac::HMAC_SHA512),
+        _ => None,
+    }
+}
+
+fn is_hmac(alg: Algorithm) -> bool {
+    hmac_algorithm(alg).is_some()
+}
+
+/// Build the verifier, refusing material that does not fit the algorithm.
+fn verifier(alg: Algorithm, format: &str, material: &str) -> AuthzResult<Verifier> {
     let bad = |why: String| AuthzError::invalid(format!("key is not usable for {alg:?}")).detail(why);
     match format {
         "secret" => {
@@ -78,7 +112,8 @@ fn decoding_key(alg: Algorithm, format: &str, material: &str) -> AuthzResult<Dec
                     ))
                     .hint("Generate one with: SELECT encode(gen_random_bytes(32), 'base64') (pgcrypto)."));
             }
-            Ok(DecodingKey::from_secret(material.as_bytes()))
+            let hmac = hmac_algorithm(alg).ok_or_else(|| bad("not an HMAC algorithm".into()))?;
+            Ok(Verifier::Hmac(ring::hmac::Key::new(hmac, material.as_bytes())))
         }
         "pem" => {
             let key = match alg {
@@ -92,11 +127,11 @@ fn decoding_key(alg: Algorithm, format: &str, material: &str) -> AuthzResult<Dec
                 Algorithm::EdDSA => DecodingKey::from_ed_pem(material.as_bytes()),
                 _ => return Err(bad("a PEM key cannot be an HMAC secret".into())),
             };
-            key.map_err(|e| bad(format!("the PEM public key could not be parsed: {e}")))
+            key.map(Verifier::PublicKey).map_err(|e| bad(format!("the PEM public key could not be parsed: {e}")))
         }
         "jwk" => {
             let jwk: Jwk = serde_json::from_str(material).map_err(|e| bad(format!("invalid JWK: {e}")))?;
-            DecodingKey::from_jwk(&jwk).map_err(|e| bad(format!("invalid JWK: {e}")))
+            DecodingKey::from_jwk(&jwk).map(Verifier::PublicKey).map_err(|e| bad(format!("invalid JWK: {e}")))
         }
         other => Err(bad(format!("unknown key format {other}"))),
     }
@@ -139,8 +174,8 @@ fn load(generation: u64) -> AuthzResult<KeySet> {
     for (kid, alg, format, material, issuer, audience) in rows {
         // A stored key was validated when added; one that no longer parses is skipped, not fatal.
         let Ok(alg) = parse_alg(&alg) else { continue };
-        let Ok(decoding) = decoding_key(alg, &format, &material) else { continue };
-        keys.insert(kid.clone(), Rc::new(Key { kid, alg, decoding, issuer, audience }));
+        let Ok(verifier) = verifier(alg, &format, &material) else { continue };
+        keys.insert(kid.clone(), Rc::new(Key { kid, alg, verifier, issuer, audience }));
     }
     Ok(KeySet { generation, keys })
 }
@@ -199,7 +234,7 @@ fn add_key(
     validate_kid(kid).or_raise();
     let algorithm = parse_alg(alg).or_raise();
     let format = if is_hmac(algorithm) { "secret" } else { "pem" };
-    decoding_key(algorithm, format, key).or_raise();
+    verifier(algorithm, format, key).or_raise();
     store(kid, alg, format, key, issuer, audience).or_raise();
     kid.to_string()
 }
@@ -245,7 +280,7 @@ fn add_jwks(jwks: pgrx::JsonB) -> Vec<String> {
         validate_kid(&kid).or_raise();
         let alg = jwk_algorithm(jwk).or_raise();
         let material = serde_json::to_string(jwk).unwrap_or_default();
-        decoding_key(alg, "jwk", &material).or_raise();
+        verifier(alg, "jwk", &material).or_raise();
         prepared.push((kid, format!("{alg:?}"), material));
     }
     for (kid, alg, material) in &prepared {

@@ -5,8 +5,10 @@ use pgrx::prelude::*;
 
 mod audit;
 mod cache;
+mod claims;
 mod db;
 mod errors;
+mod fasthash;
 mod gucs;
 mod handoff;
 mod identity;

@@ -8,8 +8,6 @@
 //! `= ANY((SELECT f()))` is a blind estimate) and turns the call into an index condition
 //! `id = ANY(authz.permitted_*_ids(type, action))`, evaluated once at scan start.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use pgrx::fcinfo::{pg_getarg, pg_getarg_datum_raw};
@@ -17,28 +15,9 @@ use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
 use crate::errors::OrRaise;
+use crate::fasthash::FastSet;
 use crate::resolve::{self, Permitted};
 use crate::{audit, cache, gucs, handoff, identity};
-
-/// Integer ids are already well distributed; a multiply-shift hash is all a set of them needs.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-    fn write_i64(&mut self, v: i64) {
-        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26);
-    }
-}
-
-type FastSet<T> = HashSet<T, BuildHasherDefault<IdHasher>>;
 
 /// Integer ids: a bitmap when they are dense (the usual serial ids), a hash set otherwise.
 pub enum IntSet {
