@@ -27,6 +27,7 @@ pub fn generation() -> u64 {
 /// Forget everything cached in this backend.
 pub fn bump() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
+    crate::elision::identity_or_policy_changed();
 }
 
 pub fn watch(oids: impl IntoIterator<Item = pg_sys::Oid>) {

@@ -44,11 +44,13 @@ pub enum AuditLevel {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn token_assigned(_newval: *const c_char, _extra: *mut c_void) {
     TOKEN_EPOCH.fetch_add(1, Ordering::Relaxed);
+    crate::elision::identity_or_policy_changed();
 }
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn verify_setting_assigned(_newval: *const c_char, _extra: *mut c_void) {
     VERIFY_SETTINGS_EPOCH.fetch_add(1, Ordering::Relaxed);
+    crate::elision::identity_or_policy_changed();
 }
 
 /// A superuser-only string setting whose changes bump VERIFY_SETTINGS_EPOCH.

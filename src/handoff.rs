@@ -3,8 +3,9 @@
 //! A parallel worker starts with empty caches: resolving there means loading the policy model and
 //! the resource hierarchy again in every worker (measured: 15–25 ms per worker with 10,000
 //! sessions, more than the scan itself). The leader resolves the set at plan time anyway (for the
-//! selectivity estimate) and publishes it in the superuser-only setting `authz.parallel_handoff`;
-//! PostgreSQL copies settings into every worker it launches. A worker uses an entry only when it
+//! selectivity estimate), notes it, and when the finished plan is parallel publishes it at executor
+//! start in the superuser-only setting `authz.parallel_handoff`; PostgreSQL copies settings into
+//! every worker it launches. A worker uses an entry only when it
 //! was written in this very transaction and command for the same token or login; anything else
 //! (a cached plan, a changed token) falls back to resolving, so the handoff can only save time.
 //! Clients cannot forge it: the setting is superuser-only and entries are bound to the command.
@@ -45,43 +46,62 @@ fn usable(s: &str) -> bool {
 }
 
 thread_local! {
-    /// What this backend last published: the header and the (type, action) pairs under it, so a
-    /// statement planned with several estimates does not re-read its own setting.
-    static PUBLISHED: std::cell::RefCell<(String, Vec<String>)> = const { std::cell::RefCell::new((String::new(), Vec::new())) };
+    /// Sets resolved while planning the current command, under the header they were planned for;
+    /// published only if the finished plan turns out to be parallel.
+    static PENDING: std::cell::RefCell<(String, Vec<Rc<Permitted>>)> = const { std::cell::RefCell::new((String::new(), Vec::new())) };
 }
 
-/// Leader, at plan time: add this set to the handoff for the current command.
-pub fn publish(p: &Permitted) {
+/// Leader, at plan time: remember this set in case the plan launches workers. Publishing is left
+/// to executor start, where the plan is known: a point lookup or a page never launches workers,
+/// and copying a set of 10,000 ids into the setting on every such statement was measurable.
+pub fn note(p: &Rc<Permitted>) {
     unsafe {
         if pg_sys::IsInParallelMode() || pg_sys::ParallelWorkerNumber >= 0 {
             return;
         }
     }
-    // The serialized line is built once per resolved set, not once per statement.
-    let line = p.typed("handoff", |ids| {
-        (usable(&p.resource_type) && usable(&p.action) && ids.iter().all(|id| usable(id)))
-            .then(|| format!("{}\t{}\t{}\t{}", p.resource_type, p.action, ids.join(","), p.total))
-    });
-    let Some(line) = line.as_ref() else { return };
     let head = header();
-    let key = format!("{}\t{}\t", p.resource_type, p.action);
-    let value = PUBLISHED.with(|published| {
-        let mut published = published.borrow_mut();
-        if published.0 != head {
-            *published = (head.clone(), Vec::new());
-        } else if published.1.contains(&key) {
-            return None;
+    PENDING.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        if pending.0 != head {
+            *pending = (head, Vec::new());
         }
-        published.1.push(key);
-        Some(())
+        if !pending.1.iter().any(|q| q.resource_type == p.resource_type && q.action == p.action) {
+            pending.1.push(p.clone());
+        }
     });
-    if value.is_none() {
+}
+
+/// Leader, at executor start of a plan that needs parallel mode: publish the sets noted while
+/// planning this very command. Sets noted for another command (a cached plan executing now) are
+/// left alone; their workers resolve for themselves.
+pub fn publish_for(plan_is_parallel: bool) {
+    if !plan_is_parallel || PENDING.with(|p| p.borrow().1.is_empty()) {
         return;
     }
-    let current = gucs::parallel_handoff().filter(|v| v.starts_with(&format!("{head}\n")));
-    let mut value = current.unwrap_or_else(|| head.clone());
-    value.push('\n');
-    value.push_str(line);
+    let head = header();
+    let sets = PENDING.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        if pending.0 != head {
+            return Vec::new();
+        }
+        std::mem::take(&mut pending.1)
+    });
+    let lines: Vec<Rc<Option<String>>> = sets
+        .iter()
+        .map(|p| {
+            // The serialized line is built once per resolved set, not once per statement.
+            p.typed("handoff", |ids| {
+                (usable(&p.resource_type) && usable(&p.action) && ids.iter().all(|id| usable(id)))
+                    .then(|| format!("{}\t{}\t{}\t{}", p.resource_type, p.action, ids.join(","), p.total))
+            })
+        })
+        .collect();
+    let mut value = head;
+    for line in lines.iter().filter_map(|l| l.as_ref().as_ref()) {
+        value.push('\n');
+        value.push_str(line);
+    }
     gucs::set_parallel_handoff(&value);
 }
 

@@ -7,7 +7,9 @@ mod audit;
 mod cache;
 mod claims;
 mod db;
+mod elision;
 mod errors;
+mod executor;
 mod fasthash;
 mod gucs;
 mod handoff;
@@ -30,6 +32,7 @@ pgrx::extension_sql_file!("../sql/doctor.sql", name = "doctor", requires = ["api
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     cache::init();
+    executor::init();
 }
 
 /// The extension's version.

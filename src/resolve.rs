@@ -337,6 +337,34 @@ pub fn permitted_for(identity: &Identity, resource_type: &str, action: &str) -> 
     Ok(p)
 }
 
+/// Is every id of the type — existing or created later — permitted to the identity for the
+/// action, by rule rather than by enumeration? True only for an unscoped allow rule `*` on the
+/// type itself with no deny rule reaching the identity for the type or its ancestors anywhere
+/// (held directly, through groups or inheritance, or as owner). Used to drop the row filter at
+/// plan time (src/elision.rs); when in doubt it answers false, which only keeps the filter.
+pub fn covers_every_id(identity: &Identity, resource_type: &str, action: &str) -> AuthzResult<bool> {
+    validate_action(action)?;
+    let model = model::current()?;
+    let chain = model.type_chain(resource_type)?;
+    let in_chain = |t: &str| chain.iter().any(|c| c.name == t);
+    let grants = grants(&model, identity)?;
+    let mut roles: Vec<&str> = grants.iter().map(|g| g.role.as_str()).collect();
+    let owner_paths = model.role_closure("owner");
+    if identity.user_id.is_some() && chain.iter().any(|t| t.owner_column.is_some()) {
+        roles.extend(owner_paths.iter().filter_map(|p| p.last().map(String::as_str)));
+    }
+    let rules_of = |role: &str| model.rules_by_role.get(role).into_iter().flatten();
+    let reaching = |rule: &&Rc<Rule>| action_matches(&rule.action, action) && in_chain(&rule.resource_type);
+    if roles.iter().any(|role| rules_of(role).filter(reaching).any(|rule| !rule.allow)) {
+        return Ok(false);
+    }
+    Ok(grants.iter().filter(|g| g.scope.is_none()).any(|g| {
+        rules_of(&g.role)
+            .filter(reaching)
+            .any(|rule| rule.allow && rule.resource_type == resource_type && matches!(rule.pattern, Pattern::Any))
+    }))
+}
+
 /// The permitted set for the current identity.
 pub fn permitted(resource_type: &str, action: &str) -> AuthzResult<Rc<Permitted>> {
     let identity = identity::current()?;
