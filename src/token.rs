@@ -191,6 +191,15 @@ fn decode_header(h: &str) -> AuthzResult<(String, Option<String>)> {
     Ok((alg, kid))
 }
 
+/// A signature part that is not canonical base64url (a flipped last character, say) is a bad
+/// signature: decoding it leniently would let two different token strings carry one signature.
+fn unreadable_signature(key: &keys::Key) -> AuthzError {
+    AuthzError::token("token rejected: bad signature").detail(format!(
+        "The signature is not canonical base64url, so it cannot verify with key \"{}\".",
+        printable(&key.kid, 64)
+    ))
+}
+
 /// Check the signature over `header.payload` with the key's own algorithm.
 fn signature_verifies(key: &keys::Key, message: &[u8], signature: &str) -> AuthzResult<bool> {
     match &key.verifier {
@@ -200,7 +209,7 @@ fn signature_verifies(key: &keys::Key, message: &[u8], signature: &str) -> Authz
             match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(signature, &mut decoded) {
                 Ok(n) => Ok(ring::hmac::verify(secret, message, &decoded[..n]).is_ok()),
                 Err(base64::DecodeSliceError::OutputSliceTooSmall) => Ok(false),
-                Err(base64::DecodeSliceError::DecodeError(_)) => Err(malformed("The signature is not base64url.")),
+                Err(base64::DecodeSliceError::DecodeError(_)) => Err(unreadable_signature(key)),
             }
         }
         keys::Verifier::PublicKey(public) => {
@@ -209,7 +218,7 @@ fn signature_verifies(key: &keys::Key, message: &[u8], signature: &str) -> Authz
                     AuthzError::token("token rejected: bad signature")
                         .detail(format!("Key \"{}\" cannot verify this token.", printable(&key.kid, 64)))
                 }
-                _ => malformed("The signature is not base64url."),
+                _ => unreadable_signature(key),
             })
         }
     }

@@ -333,6 +333,14 @@ fn forged_signatures_are_rejected() {
         let msg = env.rejected(&tok, what);
         assert!(msg.starts_with("token rejected: "), "{what}: {msg}");
     }
+    // The last character of a 32-byte signature carries 4 bits and 2 padding bits: flipping it
+    // either changes the signature or makes it non-canonical base64url. Both are a bad signature
+    // (a lenient decoder would accept two different token strings for one signature).
+    let last = parts[2].chars().last().unwrap();
+    for flipped in ["A", "B", "E", "F"].iter().filter(|c| !c.starts_with(last)) {
+        let tok = format!("{}.{}.{}{flipped}", parts[0], parts[1], &parts[2][..parts[2].len() - 1]);
+        assert_eq!(env.rejected(&tok, "last signature character flipped"), "token rejected: bad signature");
+    }
     env.assert_log_clean();
 }
 
