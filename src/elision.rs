@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::pg_sys;
 
 use crate::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::permits::{const_text, list_nth as nth};
 use crate::{identity, model, resolve};
 
 /// The marker's syscache id. PostgreSQL itself only puts PROCOID and TYPEOID items in plans, and
@@ -70,24 +71,6 @@ fn marker_index(resource_type: &str, action: &str) -> u32 {
     })
 }
 
-unsafe fn const_text(node: *mut pg_sys::Node) -> Option<String> {
-    if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_Const {
-        return None;
-    }
-    let c = node as *mut pg_sys::Const;
-    if (*c).constisnull || (*c).consttype != pg_sys::TEXTOID {
-        return None;
-    }
-    pgrx::FromDatum::from_datum((*c).constvalue, false)
-}
-
-unsafe fn nth(list: *mut pg_sys::List, n: i32) -> *mut pg_sys::Node {
-    if list.is_null() || n >= (*list).length {
-        return std::ptr::null_mut();
-    }
-    (*(*list).elements.add(n as usize)).ptr_value as *mut pg_sys::Node
-}
-
 /// Does this query level contain an outer join? A Var on its nullable side can be NULL even in a
 /// NOT NULL column (PostgreSQL 15 Vars do not say so), so the filter then keeps `IS NOT NULL`.
 unsafe fn has_outer_join(parse: *mut pg_sys::Query) -> bool {
@@ -98,7 +81,7 @@ unsafe fn has_outer_join(parse: *mut pg_sys::Query) -> bool {
     })
 }
 
-/// A validated, non-deferrable foreign key exactly from (relid, attnum) to (target, target_attnum)?
+/// Is this foreign key validated and not deferrable (so no row can violate it, even briefly)?
 unsafe fn constraint_is_enforced(conoid: pg_sys::Oid) -> bool {
     let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::CONSTROID as i32, pg_sys::Datum::from(conoid));
     if tuple.is_null() {
@@ -164,10 +147,10 @@ unsafe fn column_facts(relid: pg_sys::Oid, attnum: i16, source: pg_sys::Oid, sou
 fn source_of(resource_type: &str) -> AuthzResult<Option<(pg_sys::Oid, String)>> {
     let m = model::current()?;
     let chain = m.type_chain(resource_type)?;
-    Ok(match (chain[0].table, &chain[0].id_column) {
+    Ok(chain.first().and_then(|t| match (t.table, &t.id_column) {
         (Some(table), Some(column)) => Some((table, column.clone())),
         _ => None,
-    })
+    }))
 }
 
 /// SupportRequestSimplify: the replacement expression, or null to keep the call.

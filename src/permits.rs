@@ -235,7 +235,7 @@ pub extern "C" fn pg_finfo_authz_permits_support() -> &'static pg_sys::Pg_finfo_
     &V1_API
 }
 
-unsafe fn const_text(node: *mut pg_sys::Node) -> Option<String> {
+pub(crate) unsafe fn const_text(node: *mut pg_sys::Node) -> Option<String> {
     if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_Const {
         return None;
     }
@@ -254,7 +254,7 @@ unsafe fn planning_set(type_arg: *mut pg_sys::Node, action_arg: *mut pg_sys::Nod
     resolve::permitted_for(&who, &resource_type, &action).ok()
 }
 
-unsafe fn list_nth(list: *mut pg_sys::List, n: i32) -> *mut pg_sys::Node {
+pub(crate) unsafe fn list_nth(list: *mut pg_sys::List, n: i32) -> *mut pg_sys::Node {
     if list.is_null() || n >= (*list).length {
         return std::ptr::null_mut();
     }
