@@ -2,8 +2,10 @@
 //! prefix `pg_authz audit: `. They go to the log (LOG_SERVER_ONLY, never to the client) rather than a
 //! table so that they work on a hot standby and survive a rolled-back transaction.
 //!
-//! Logged once per resolution: the policy functions log when a call site first resolves its set
-//! for a statement, not per row. Parallel workers stay quiet; their leader has logged.
+//! Logged once per statement and set: the policy functions (the row filter and the index
+//! condition's array) log when they first resolve a set for a statement, not per row, and a second
+//! call site of the same statement does not repeat it. Parallel workers stay quiet; their leader
+//! has logged.
 
 use std::ffi::CStr;
 
@@ -130,10 +132,38 @@ pub fn decision(
     emit(m);
 }
 
+thread_local! {
+    /// The last decision logged: (statement start, command, principal, type, action).
+    static LAST_DECISION: std::cell::RefCell<Option<(i64, u32, Option<String>, String, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A statement may resolve one set at two call sites (an index condition's array and the filter
+/// that rechecks the heap rows): log it once per client statement.
+fn first_in_statement(who: &Identity, p: &Permitted) -> bool {
+    let key = unsafe {
+        (
+            pg_sys::GetCurrentStatementStartTimestamp(),
+            pg_sys::GetCurrentCommandId(false),
+            who.user_id.clone(),
+            p.resource_type.clone(),
+            p.action.clone(),
+        )
+    };
+    LAST_DECISION.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.as_ref() == Some(&key) {
+            return false;
+        }
+        *last = Some(key);
+        true
+    })
+}
+
 /// A permission-set resolution (what a protected statement may touch).
 pub fn set_decision(who: &Identity, p: &Permitted) {
     let denied = p.ids.is_empty();
-    if !wanted(denied) {
+    if !wanted(denied) || !first_in_statement(who, p) {
         return;
     }
     let mut m = base("decision");

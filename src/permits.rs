@@ -206,7 +206,17 @@ permits_fn!(pg_finfo_authz_permits_text, authz_permits_text, IdKind::Text);
 /// The set behind an index condition: in a parallel worker (a parallel index scan evaluates its
 /// array in every participant) the leader's handoff, not a cold resolution.
 fn array_set(resource_type: &str, action: &str) -> Rc<Permitted> {
-    handoff::take(resource_type, action).unwrap_or_else(|| resolve::permitted(resource_type, action).or_raise())
+    if let Some(p) = handoff::take(resource_type, action) {
+        return p;
+    }
+    let who = identity::current().or_raise();
+    let p = resolve::permitted_for(&who, resource_type, action).or_raise();
+    // An index-only scan never calls the row filter: the decision is logged here, but only when
+    // executing (the planner also calls this function, to estimate the array, outside any portal).
+    if unsafe { !pg_sys::ActivePortal.is_null() } {
+        audit::set_decision(&who, &p);
+    }
+    p
 }
 
 /// The permitted ids as bigint[] (the index condition for bigint columns).

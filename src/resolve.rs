@@ -365,12 +365,6 @@ pub fn covers_every_id(identity: &Identity, resource_type: &str, action: &str) -
     }))
 }
 
-/// The permitted set for the current identity.
-pub fn permitted(resource_type: &str, action: &str) -> AuthzResult<Rc<Permitted>> {
-    let identity = identity::current()?;
-    permitted_for(&identity, resource_type, action)
-}
-
 /// One matched rule in an explanation.
 pub struct Match {
     pub grant: Grant,

@@ -171,6 +171,50 @@ fn big_select_logs_exactly_one_decision() {
     assert_eq!(after - before, 1);
 }
 
+/// A statement answered by an index-only scan never calls the row filter (the index condition's
+/// array carries the decision), and a bitmap scan calls both the array and the recheck filter:
+/// each logs exactly one decision.
+#[test]
+fn index_driven_plans_log_exactly_one_decision() {
+    let c = setup();
+    c.superuser()
+        .batch_execute(
+            "SELECT authz.create_principal('solo');
+             SELECT authz.assign_role('solo', 'viewer', 'session', '3');",
+        )
+        .unwrap();
+    c.superuser().batch_execute("VACUUM ANALYZE frames").unwrap();
+    let mut app = connect_as_app(&c, "audit_index_plans");
+    let solo = token("solo");
+    let decisions = |c: &Cluster| {
+        audit_lines(c)
+            .iter()
+            .filter(|v| {
+                v["application_name"] == "audit_index_plans" && v["event"] == "decision" && v["principal"] == "solo"
+            })
+            .count()
+    };
+    for (plan, settings) in [
+        ("Index Only Scan", "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"),
+        (
+            "Bitmap Heap Scan",
+            "SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off;",
+        ),
+    ] {
+        let mut tx = app.transaction().unwrap();
+        tx.batch_execute(&format!("SET LOCAL authz.token = '{solo}'; {settings}")).unwrap();
+        let shown: Vec<String> =
+            tx.query("EXPLAIN SELECT count(*) FROM frames", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        assert!(shown.iter().any(|l| l.contains(plan)), "expected {plan}: {shown:?}");
+        let before = decisions(&c);
+        let n: i64 = tx.query_one("SELECT count(*) FROM frames", &[]).unwrap().get(0);
+        let after = decisions(&c);
+        tx.commit().unwrap();
+        assert_eq!(n, 500, "{plan}");
+        assert_eq!(after - before, 1, "decision lines for one statement through a {plan}");
+    }
+}
+
 /// `off` logs nothing, `denied` logs only rejections and denials, `all` logs everything. Each level
 /// is set per login role (the setting is superuser-only; a client cannot lower it itself).
 #[test]
