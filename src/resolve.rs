@@ -349,10 +349,12 @@ pub fn covers_every_id(identity: &Identity, resource_type: &str, action: &str) -
     let in_chain = |t: &str| chain.iter().any(|c| c.name == t);
     let grants = grants(&model, identity)?;
     let mut roles: Vec<&str> = grants.iter().map(|g| g.role.as_str()).collect();
-    let owner_paths = model.role_closure("owner");
-    if identity.user_id.is_some() && chain.iter().any(|t| t.owner_column.is_some()) {
-        roles.extend(owner_paths.iter().filter_map(|p| p.last().map(String::as_str)));
-    }
+    let owner_paths = if identity.user_id.is_some() && chain.iter().any(|t| t.owner_column.is_some()) {
+        model.role_closure("owner")
+    } else {
+        Vec::new()
+    };
+    roles.extend(owner_paths.iter().filter_map(|p| p.last().map(String::as_str)));
     let rules_of = |role: &str| model.rules_by_role.get(role).into_iter().flatten();
     let reaching = |rule: &&Rc<Rule>| action_matches(&rule.action, action) && in_chain(&rule.resource_type);
     if roles.iter().any(|role| rules_of(role).filter(reaching).any(|rule| !rule.allow)) {
