@@ -5,9 +5,9 @@
 //! sessions, more than the scan itself). The leader resolves the set at plan time anyway (for the
 //! selectivity estimate), notes it, and when the finished plan is parallel publishes it at executor
 //! start in the superuser-only setting `authz.parallel_handoff`; PostgreSQL copies settings into
-//! every worker it launches. A worker uses an entry only when it
-//! was written in this very transaction and command for the same token or login; anything else
-//! (a cached plan, a changed token) falls back to resolving, so the handoff can only save time.
+//! every worker it launches. A worker uses an entry only when it was written in this very
+//! transaction and command for the same token or login; anything else (a cached plan, a changed
+//! token) falls back to resolving, so the handoff can only save time.
 //! Clients cannot forge it: the setting is superuser-only and entries are bound to the command.
 
 use std::hash::{Hash, Hasher};
