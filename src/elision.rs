@@ -29,7 +29,7 @@ use pgrx::pg_sys;
 
 use crate::errors::{AuthzError, AuthzResult, OrRaise};
 use crate::permits::{const_text, list_nth as nth};
-use crate::{identity, model, resolve};
+use crate::{audit, identity, model, resolve};
 
 /// The marker's syscache id. PostgreSQL itself only puts PROCOID and TYPEOID items in plans, and
 /// registers no plan invalidation callback for this cache, so the marker is never confused with a
@@ -122,8 +122,11 @@ unsafe fn column_facts(relid: pg_sys::Oid, attnum: i16, source: pg_sys::Oid, sou
     // partitioned table's keys bind every partition.
     let children_unbound =
         (*form).relhassubclass && (*form).relkind != pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char;
-    let mut only_ids = !children_unbound && relid == source && attnum == source_attnum;
-    if !only_ids && !children_unbound {
+    let self_id = !children_unbound && relid == source && attnum == source_attnum;
+    // Copy the candidate keys out first: a syscache lookup below may process invalidations that
+    // rebuild the relcache entry and free its key list.
+    let mut candidates = Vec::new();
+    if !self_id && !children_unbound {
         let fkeys = pg_sys::RelationGetFKeyList(rel);
         for i in 0..if fkeys.is_null() { 0 } else { (*fkeys).length } {
             let fk = nth(fkeys, i) as *mut pg_sys::ForeignKeyCacheInfo;
@@ -132,14 +135,13 @@ unsafe fn column_facts(relid: pg_sys::Oid, attnum: i16, source: pg_sys::Oid, sou
                 && (*fk).conkey[0] == attnum
                 && (*fk).confrelid == source
                 && (*fk).confkey[0] == source_attnum
-                && constraint_is_enforced((*fk).conoid)
             {
-                only_ids = true;
-                break;
+                candidates.push((*fk).conoid);
             }
         }
     }
     pg_sys::RelationClose(rel);
+    let only_ids = self_id || candidates.into_iter().any(|conoid| constraint_is_enforced(conoid));
     ColumnFacts { only_ids_of_the_type: only_ids, not_null }
 }
 
@@ -177,6 +179,14 @@ pub unsafe fn simplify(req: *mut pg_sys::SupportRequestSimplify) -> *mut pg_sys:
     if rte.is_null() || (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
         return none;
     }
+    // Only a row-level security qual of that very relation, never a call written in a query: the
+    // planner also simplifies a correlated EXISTS subquery's quals with the outer query's root
+    // (convert_EXISTS_to_ANY), where a Var's number would name the wrong relation.
+    if !contains_call((*rte).securityQuals.cast(), call)
+        || pg_sys::get_atttype((*rte).relid, (*var).varattno) != (*var).vartype
+    {
+        return none;
+    }
     // Never raise while planning: anything unknown keeps the filter, which raises at run time.
     let Ok(who) = identity::current() else { return none };
     if !resolve::covers_every_id(&who, &resource_type, &action).unwrap_or(false) {
@@ -185,6 +195,11 @@ pub unsafe fn simplify(req: *mut pg_sys::SupportRequestSimplify) -> *mut pg_sys:
     let Ok(Some((source, id_column))) = source_of(&resource_type) else { return none };
     let Ok(id_column) = std::ffi::CString::new(id_column) else { return none };
     let source_attnum = pg_sys::get_attnum(source, id_column.as_ptr());
+    // The key must compare like the ids: a bigint column may reference a numeric key, whose ids
+    // are text like "5.00" that permits() never matches.
+    if source_attnum <= 0 || pg_sys::get_atttype(source, source_attnum) != (*var).vartype {
+        return none;
+    }
     let facts = column_facts((*rte).relid, (*var).varattno, source, source_attnum);
     if !facts.only_ids_of_the_type {
         return none;
@@ -198,23 +213,63 @@ pub unsafe fn simplify(req: *mut pg_sys::SupportRequestSimplify) -> *mut pg_sys:
     ANY_ELISION.store(true, Ordering::Relaxed);
     ELIDED_SINCE_RESET.store(true, Ordering::Relaxed);
 
-    if facts.not_null && !has_outer_join((*root).parse) {
+    let parse = (*root).parse;
+    if facts.not_null && !has_outer_join(parse) && (*parse).groupingSets.is_null() {
         pg_sys::makeBoolConst(true, false)
     } else {
-        // permits() is strict: NULL never passes.
-        let test = pg_sys::palloc0(std::mem::size_of::<pg_sys::NullTest>()) as *mut pg_sys::NullTest;
-        (*test).xpr.type_ = pg_sys::NodeTag::T_NullTest;
-        (*test).arg = pg_sys::copyObjectImpl(column.cast()).cast();
-        (*test).nulltesttype = pg_sys::NullTestType::IS_NOT_NULL;
-        (*test).argisrow = false;
-        (*test).location = -1;
-        test.cast()
+        // Exactly what the strict permits() answers: NULL for NULL, true otherwise.
+        strict_true(column)
+    }
+}
+
+/// `CASE WHEN col IS NOT NULL THEN true END`.
+unsafe fn strict_true(column: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    let test = pg_sys::palloc0(std::mem::size_of::<pg_sys::NullTest>()) as *mut pg_sys::NullTest;
+    (*test).xpr.type_ = pg_sys::NodeTag::T_NullTest;
+    (*test).arg = pg_sys::copyObjectImpl(column.cast()).cast();
+    (*test).nulltesttype = pg_sys::NullTestType::IS_NOT_NULL;
+    (*test).argisrow = false;
+    (*test).location = -1;
+    let when = pg_sys::palloc0(std::mem::size_of::<pg_sys::CaseWhen>()) as *mut pg_sys::CaseWhen;
+    (*when).xpr.type_ = pg_sys::NodeTag::T_CaseWhen;
+    (*when).expr = test.cast();
+    (*when).result = pg_sys::makeBoolConst(true, false).cast();
+    (*when).location = -1;
+    let case = pg_sys::palloc0(std::mem::size_of::<pg_sys::CaseExpr>()) as *mut pg_sys::CaseExpr;
+    (*case).xpr.type_ = pg_sys::NodeTag::T_CaseExpr;
+    (*case).casetype = pg_sys::BOOLOID;
+    (*case).casecollid = pg_sys::InvalidOid;
+    (*case).arg = std::ptr::null_mut();
+    (*case).args = pg_sys::lappend(std::ptr::null_mut(), when.cast());
+    (*case).defresult = pg_sys::makeBoolConst(false, true).cast();
+    (*case).location = -1;
+    case.cast()
+}
+
+/// Does this security qual (a list of policy expressions, combined with AND/OR/NOT) contain this
+/// very call? Anything else (a call inside CASE, a subquery) is not looked into: no elision.
+unsafe fn contains_call(node: *mut pg_sys::Node, call: *mut pg_sys::FuncExpr) -> bool {
+    if node.is_null() {
+        return false;
+    }
+    match (*node).type_ {
+        pg_sys::NodeTag::T_List => {
+            let list = node as *mut pg_sys::List;
+            (0..(*list).length).any(|i| contains_call(nth(list, i), call))
+        }
+        pg_sys::NodeTag::T_BoolExpr => contains_call((*(node as *mut pg_sys::BoolExpr)).args.cast(), call),
+        pg_sys::NodeTag::T_FuncExpr => {
+            let f = node as *mut pg_sys::FuncExpr;
+            (*f).funcid == (*call).funcid && pg_sys::equal((*f).args.cast(), (*call).args.cast())
+        }
+        _ => false,
     }
 }
 
 /// Executor start and every fetch: a plan made with an elision runs only while the caller still
-/// covers every id of each elided type (re-checking identity also catches an expired token).
-pub unsafe fn check_plan(stmt: *mut pg_sys::PlannedStmt) {
+/// covers every id of each elided type (re-checking identity also catches an expired token). At
+/// executor start the decision is also audited, as the row filter would have done.
+pub unsafe fn check_plan(stmt: *mut pg_sys::PlannedStmt, starting: bool) {
     if !ANY_ELISION.load(Ordering::Relaxed) || stmt.is_null() {
         return;
     }
@@ -227,15 +282,22 @@ pub unsafe fn check_plan(stmt: *mut pg_sys::PlannedStmt) {
         let Some((resource_type, action)) = ELIDED.with(|e| e.borrow().get((*item).hashValue as usize).cloned()) else {
             continue;
         };
-        still_covers(&resource_type, &action).or_raise();
+        still_covers(&resource_type, &action, starting).or_raise();
     }
 }
 
-fn still_covers(resource_type: &str, action: &str) -> AuthzResult<()> {
+fn still_covers(resource_type: &str, action: &str, audit_it: bool) -> AuthzResult<()> {
     let who = identity::current()?;
     if resolve::covers_every_id(&who, resource_type, action)? {
+        if audit_it {
+            audit::set_decision(&who, &*resolve::permitted_for(&who, resource_type, action)?);
+        }
         return Ok(());
     }
+    // Identity can also change without a setting (SET SESSION AUTHORIZATION): rebuild cached
+    // plans now, so that running the statement again plans it for the caller it now has.
+    ELIDED_SINCE_RESET.store(false, Ordering::Relaxed);
+    unsafe { pg_sys::ResetPlanCache() };
     Err(AuthzError::new(
         pgrx::PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
         "the caller's permissions changed after this statement was planned",

@@ -14,7 +14,7 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
     let stmt = (*query_desc).plannedstmt;
     // EXPLAIN without ANALYZE only shows the plan; it runs nothing.
     if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
-        elision::check_plan(stmt);
+        elision::check_plan(stmt, true);
     }
     handoff::publish_for(!stmt.is_null() && (*stmt).parallelModeNeeded);
     match PREV_EXECUTOR_START {
@@ -30,7 +30,7 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
-    elision::check_plan((*query_desc).plannedstmt);
+    elision::check_plan((*query_desc).plannedstmt, false);
     match PREV_EXECUTOR_RUN {
         Some(prev) => prev(query_desc, direction, count, execute_once),
         None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),

@@ -272,7 +272,7 @@ unsafe fn planning_set(type_arg: *mut pg_sys::Node, action_arg: *mut pg_sys::Nod
 }
 
 pub(crate) unsafe fn list_nth(list: *mut pg_sys::List, n: i32) -> *mut pg_sys::Node {
-    if list.is_null() || n >= (*list).length {
+    if list.is_null() || n < 0 || n >= (*list).length {
         return std::ptr::null_mut();
     }
     (*(*list).elements.add(n as usize)).ptr_value as *mut pg_sys::Node

@@ -213,6 +213,38 @@ fn index_driven_plans_log_exactly_one_decision() {
         assert_eq!(n, 500, "{plan}");
         assert_eq!(after - before, 1, "decision lines for one statement through a {plan}");
     }
+    // A caller covering every session gets a plan without the filter (src/elision.rs): the
+    // decision is logged at executor start instead, once.
+    c.superuser()
+        .batch_execute(
+            "SELECT authz.create_principal('everyone_reader'); SELECT authz.assign_role('everyone_reader', 'viewer');",
+        )
+        .unwrap();
+    let reader = token("everyone_reader");
+    let lines = |c: &Cluster| {
+        audit_lines(c)
+            .into_iter()
+            .filter(|v| {
+                v["application_name"] == "audit_index_plans"
+                    && v["event"] == "decision"
+                    && v["principal"] == "everyone_reader"
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL authz.token = '{reader}'")).unwrap();
+    let shown: Vec<String> =
+        tx.query("EXPLAIN SELECT count(*) FROM frames", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(!shown.iter().any(|l| l.contains("permits")), "expected no filter: {shown:?}");
+    let before = lines(&c).len();
+    let n: i64 = tx.query_one("SELECT count(*) FROM frames", &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    let after = lines(&c);
+    assert_eq!(n, 10500);
+    assert_eq!(after.len() - before, 1, "decision lines for one unfiltered statement");
+    let last = after.last().unwrap();
+    assert_eq!(last["outcome"], "allow");
+    assert_eq!(last["permitted"], last["of"]);
 }
 
 /// `off` logs nothing, `denied` logs only rejections and denials, `all` logs everything. Each level

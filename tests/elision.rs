@@ -100,26 +100,36 @@ fn the_column_must_be_bound_to_the_type_by_an_enforced_key() {
              session_id bigint NOT NULL REFERENCES sessions DEFERRABLE);
          CREATE TABLE unvalidated (id bigint PRIMARY KEY, session_id bigint NOT NULL);
          CREATE TABLE nullable (id bigint PRIMARY KEY, session_id bigint REFERENCES sessions);
+         -- A type whose ids are numeric (text \"1.00\"), referenced by a bigint column.
+         CREATE TABLE batches (id numeric PRIMARY KEY);
+         INSERT INTO batches VALUES (1.00);
+         CREATE TABLE cast_key (id bigint PRIMARY KEY, batch_id bigint NOT NULL REFERENCES batches);
+         INSERT INTO cast_key VALUES (1, 1);
+         SELECT authz.register_resource_type('batch', 'batches', 'id');
+         SELECT authz.allow('viewer', 'batch', '*', 'read');
+         SELECT authz.protect('cast_key', 'batch_id', 'batch');
          INSERT INTO loose VALUES (1, 1), (2, 999);
          INSERT INTO deferred VALUES (1, 1);
          INSERT INTO unvalidated VALUES (1, 1), (2, 999);
          ALTER TABLE unvalidated ADD FOREIGN KEY (session_id) REFERENCES sessions NOT VALID;
          INSERT INTO nullable VALUES (1, 1), (2, NULL);
          SELECT authz.protect(t, 'session_id', 'session') FROM unnest(ARRAY['loose', 'deferred', 'unvalidated', 'nullable']) t;
-         GRANT SELECT ON loose, deferred, unvalidated, nullable, sessions TO app;
+         GRANT SELECT ON loose, deferred, unvalidated, nullable, cast_key, sessions TO app;
          SELECT authz.protect('sessions', 'id', 'session');",
     )
     .unwrap();
     let mut app = c.connect("app");
     as_token(&mut app, "root");
-    for t in ["loose", "deferred", "unvalidated"] {
+    for t in ["loose", "deferred", "unvalidated", "cast_key"] {
         let p = plan(&mut app, &format!("SELECT count(*) FROM {t}"));
         assert!(p.contains("authz.permits"), "{t} must keep its filter:\n{p}");
     }
     // Session 999 does not exist: permits() denies it, with or without the optimisation.
     assert_eq!(count(&mut app, "SELECT count(*) FROM loose").unwrap(), 1);
     assert_eq!(count(&mut app, "SELECT count(*) FROM unvalidated").unwrap(), 1);
-    // A nullable key column keeps exactly permits()' answer for NULL: not visible.
+    // Batch "1.00" is not the bigint 1 to permits(), whatever the key says.
+    assert_eq!(count(&mut app, "SELECT count(*) FROM cast_key").unwrap(), 0);
+    // A nullable key column keeps exactly permits()' answer for NULL (NULL: not visible).
     let p = plan(&mut app, "SELECT count(*) FROM nullable");
     assert!(!p.contains("permits") && p.contains("IS NOT NULL"), "{p}");
     assert_eq!(count(&mut app, "SELECT count(*) FROM nullable").unwrap(), 1);
@@ -127,10 +137,25 @@ fn the_column_must_be_bound_to_the_type_by_an_enforced_key() {
     let p = plan(&mut app, "SELECT count(*) FROM sessions");
     assert!(!p.contains("permits(id"), "{p}");
     assert_eq!(count(&mut app, "SELECT count(*) FROM sessions").unwrap(), 6);
-    // A call the user wrote on the nullable side of an outer join keeps NULL out, as permits() does.
+    // Only a call identical to the relation's own policy qual may be elided (so only where the
+    // policy already filters the same rows): it keeps NULL out of an outer join, NOT permits()
+    // keeps its exact meaning, and any other call stays.
     let sql = "SELECT count(*) FROM sessions s LEFT JOIN images i ON i.session_id = s.id AND false
                WHERE authz.permits(i.session_id, 'session', 'read')";
     assert_eq!(count(&mut app, sql).unwrap(), 0);
+    let p = plan(&mut app, "SELECT count(*) FROM images WHERE authz.permits(session_id, 'session', 'write')");
+    assert!(p.contains("'write'"), "{p}");
+    assert_eq!(
+        count(&mut app, "SELECT count(*) FROM nullable WHERE NOT authz.permits(session_id, 'session', 'read')")
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        count(&mut app, "SELECT count(*) FROM nullable WHERE authz.permits(session_id, 'session', 'read') IS NULL")
+            .unwrap(),
+        0,
+        "the NULL row is hidden by the policy itself"
+    );
 }
 
 #[test]
@@ -178,6 +203,15 @@ fn an_open_cursor_never_outlives_the_identity_it_was_planned_for() {
     tx.query("FETCH 1 FROM c", &[]).unwrap();
     tx.batch_execute("RESET authz.token").unwrap();
     assert_eq!(code(tx.query("FETCH 1 FROM c", &[])), SqlState::T_R_SERIALIZATION_FAILURE);
+    drop(tx);
+    // A WITH HOLD cursor is materialised at COMMIT, under the identity current then: if that one
+    // does not cover every session, the COMMIT fails rather than hold rows it may not read.
+    app.batch_execute("BEGIN").unwrap();
+    app.execute("SELECT set_config('authz.token', $1, true)", &[&token("root")]).unwrap();
+    app.batch_execute("DECLARE h CURSOR WITH HOLD FOR SELECT session_id FROM images").unwrap();
+    app.execute("SELECT set_config('authz.token', $1, true)", &[&token("alice")]).unwrap();
+    assert_eq!(code(app.batch_execute("COMMIT")), SqlState::T_R_SERIALIZATION_FAILURE);
+    assert_eq!(code(app.query("FETCH 1 FROM h", &[])), SqlState::INVALID_CURSOR_NAME);
 }
 
 #[test]
