@@ -22,7 +22,7 @@ use crate::token::VerifiedToken;
 
 pub const PREFIX: &str = "pg_authz audit: ";
 
-fn wanted(denied: bool) -> bool {
+pub fn wanted(denied: bool) -> bool {
     let in_worker = unsafe { pg_sys::ParallelWorkerNumber >= 0 };
     if in_worker {
         return false;

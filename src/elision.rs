@@ -289,7 +289,8 @@ pub unsafe fn check_plan(stmt: *mut pg_sys::PlannedStmt, starting: bool) {
 fn still_covers(resource_type: &str, action: &str, audit_it: bool) -> AuthzResult<()> {
     let who = identity::current()?;
     if resolve::covers_every_id(&who, resource_type, action)? {
-        if audit_it {
+        // A covering caller's decision is an allow: skip resolving the set unless allows are logged.
+        if audit_it && audit::wanted(false) {
             audit::set_decision(&who, &*resolve::permitted_for(&who, resource_type, action)?);
         }
         return Ok(());

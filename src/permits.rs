@@ -106,24 +106,15 @@ fn typed_set(p: &Permitted, kind: IdKind) -> TypedSet {
 
 /// Resolve (or re-resolve) the permission set for this call site.
 unsafe fn call_state(fcinfo: pg_sys::FunctionCallInfo, kind: IdKind) -> *mut CallState {
+    if let Some(current) = current_state(fcinfo) {
+        return current.cast_mut();
+    }
     let flinfo = (*fcinfo).flinfo;
     let existing = (*flinfo).fn_extra as *mut CallState;
     let epoch = gucs::token_epoch();
-    let generation = cache::generation();
-    if !existing.is_null() && (*existing).epoch == epoch && (*existing).generation == generation {
-        return existing;
-    }
     let resource_type: &str = pg_getarg(fcinfo, 1).unwrap_or("");
     let action: &str = pg_getarg(fcinfo, 2).unwrap_or("");
-    let permitted = match handoff::take(resource_type, action) {
-        Some(p) => p,
-        None => {
-            let who = identity::current().or_raise();
-            let p = resolve::permitted_for(&who, resource_type, action).or_raise();
-            audit::set_decision(&who, &p);
-            p
-        }
-    };
+    let permitted = statement_set(resource_type, action);
     // Resolution may have reloaded caches; record the generation it was computed under.
     let state = CallState { epoch, generation: cache::generation(), set: typed_set(&permitted, kind) };
     if existing.is_null() {
@@ -204,16 +195,17 @@ permits_fn!(pg_finfo_authz_permits_int4, authz_permits_int4, IdKind::Int4);
 permits_fn!(pg_finfo_authz_permits_uuid, authz_permits_uuid, IdKind::Uuid);
 permits_fn!(pg_finfo_authz_permits_text, authz_permits_text, IdKind::Text);
 
-/// The set behind an index condition: in a parallel worker (a parallel index scan evaluates its
-/// array in every participant) the leader's handoff, not a cold resolution.
-fn array_set(resource_type: &str, action: &str) -> Rc<Permitted> {
+/// The set a statement uses, for the row filter and for an index condition's array alike: in a
+/// parallel worker the leader's handoff (a parallel index scan evaluates its array in every
+/// participant), otherwise resolved for the current identity. The decision is audited here, since
+/// an index-only scan never calls the row filter, but only when executing: the planner also calls
+/// the array function, to estimate it, outside any portal.
+fn statement_set(resource_type: &str, action: &str) -> Rc<Permitted> {
     if let Some(p) = handoff::take(resource_type, action) {
         return p;
     }
     let who = identity::current().or_raise();
     let p = resolve::permitted_for(&who, resource_type, action).or_raise();
-    // An index-only scan never calls the row filter: the decision is logged here, but only when
-    // executing (the planner also calls this function, to estimate the array, outside any portal).
     if unsafe { !pg_sys::ActivePortal.is_null() } {
         audit::set_decision(&who, &p);
     }
@@ -223,21 +215,21 @@ fn array_set(resource_type: &str, action: &str) -> Rc<Permitted> {
 /// The permitted ids as bigint[] (the index condition for bigint columns).
 #[pg_extern(stable, parallel_safe)]
 fn permitted_bigint_ids(resource_type: &str, action: &str) -> Vec<i64> {
-    let p = array_set(resource_type, action);
+    let p = statement_set(resource_type, action);
     p.ids.iter().filter_map(|s| s.parse().ok()).collect()
 }
 
 /// The permitted ids as integer[].
 #[pg_extern(stable, parallel_safe)]
 fn permitted_integer_ids(resource_type: &str, action: &str) -> Vec<i32> {
-    let p = array_set(resource_type, action);
+    let p = statement_set(resource_type, action);
     p.ids.iter().filter_map(|s| s.parse().ok()).collect()
 }
 
 /// The permitted ids as uuid[].
 #[pg_extern(stable, parallel_safe)]
 fn permitted_uuid_ids(resource_type: &str, action: &str) -> Vec<pgrx::Uuid> {
-    let p = array_set(resource_type, action);
+    let p = statement_set(resource_type, action);
     p.ids.iter().filter_map(|s| parse_uuid(s)).map(pgrx::Uuid::from_bytes).collect()
 }
 

@@ -186,13 +186,17 @@ fn index_driven_plans_log_exactly_one_decision() {
     c.superuser().batch_execute("VACUUM ANALYZE frames").unwrap();
     let mut app = connect_as_app(&c, "audit_index_plans");
     let solo = token("solo");
-    let decisions = |c: &Cluster| {
+    // The decision lines this test's connection wrote for one principal.
+    let decisions = |c: &Cluster, principal: &str| {
         audit_lines(c)
-            .iter()
+            .into_iter()
             .filter(|v| {
-                v["application_name"] == "audit_index_plans" && v["event"] == "decision" && v["principal"] == "solo"
+                v["application_name"] == "audit_index_plans" && v["event"] == "decision" && v["principal"] == principal
             })
-            .count()
+            .collect::<Vec<_>>()
+    };
+    let plan_of = |tx: &mut postgres::Transaction| -> Vec<String> {
+        tx.query("EXPLAIN SELECT count(*) FROM frames", &[]).unwrap().iter().map(|r| r.get(0)).collect()
     };
     for (plan, settings) in [
         ("Index Only Scan", "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"),
@@ -203,12 +207,11 @@ fn index_driven_plans_log_exactly_one_decision() {
     ] {
         let mut tx = app.transaction().unwrap();
         tx.batch_execute(&format!("SET LOCAL authz.token = '{solo}'; {settings}")).unwrap();
-        let shown: Vec<String> =
-            tx.query("EXPLAIN SELECT count(*) FROM frames", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        let shown = plan_of(&mut tx);
         assert!(shown.iter().any(|l| l.contains(plan)), "expected {plan}: {shown:?}");
-        let before = decisions(&c);
+        let before = decisions(&c, "solo").len();
         let n: i64 = tx.query_one("SELECT count(*) FROM frames", &[]).unwrap().get(0);
-        let after = decisions(&c);
+        let after = decisions(&c, "solo").len();
         tx.commit().unwrap();
         assert_eq!(n, 500, "{plan}");
         assert_eq!(after - before, 1, "decision lines for one statement through a {plan}");
@@ -221,25 +224,14 @@ fn index_driven_plans_log_exactly_one_decision() {
         )
         .unwrap();
     let reader = token("everyone_reader");
-    let lines = |c: &Cluster| {
-        audit_lines(c)
-            .into_iter()
-            .filter(|v| {
-                v["application_name"] == "audit_index_plans"
-                    && v["event"] == "decision"
-                    && v["principal"] == "everyone_reader"
-            })
-            .collect::<Vec<_>>()
-    };
     let mut tx = app.transaction().unwrap();
     tx.batch_execute(&format!("SET LOCAL authz.token = '{reader}'")).unwrap();
-    let shown: Vec<String> =
-        tx.query("EXPLAIN SELECT count(*) FROM frames", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let shown = plan_of(&mut tx);
     assert!(!shown.iter().any(|l| l.contains("permits")), "expected no filter: {shown:?}");
-    let before = lines(&c).len();
+    let before = decisions(&c, "everyone_reader").len();
     let n: i64 = tx.query_one("SELECT count(*) FROM frames", &[]).unwrap().get(0);
     tx.commit().unwrap();
-    let after = lines(&c);
+    let after = decisions(&c, "everyone_reader");
     assert_eq!(n, 10500);
     assert_eq!(after.len() - before, 1, "decision lines for one unfiltered statement");
     let last = after.last().unwrap();
