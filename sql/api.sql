@@ -2,17 +2,28 @@
 -- authz._require_manage() first (42501 before any argument is looked at), then validates, then
 -- writes. search_path is pinned so a caller's objects can never be picked up.
 
--- Cache invalidation: any committed change to a policy table reaches every backend's caches.
-DO $$
-DECLARE t text;
+-- Cache invalidation: any committed change to a policy table or a registered resource table
+-- reaches every backend's caches. A row trigger, so that only rows that really changed count.
+CREATE FUNCTION authz._watch_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    FOREACH t IN ARRAY ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'resource_types',
-                             'role_assignments', 'rules', 'keys'] LOOP
-        EXECUTE format('CREATE TRIGGER authz_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON authz.%I
-                        FOR EACH STATEMENT EXECUTE FUNCTION authz.invalidate_caches()', t);
-    END LOOP;
+    IF EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid OPERATOR(pg_catalog.=) tbl AND g.tgname OPERATOR(pg_catalog.=) 'authz_invalidate') THEN
+        EXECUTE format('DROP TRIGGER authz_invalidate ON %s', tbl);
+    END IF;
+    IF EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid OPERATOR(pg_catalog.=) tbl AND g.tgname OPERATOR(pg_catalog.=) 'authz_invalidate_truncate') THEN
+        EXECUTE format('DROP TRIGGER authz_invalidate_truncate ON %s', tbl);
+    END IF;
+    EXECUTE format('CREATE TRIGGER authz_invalidate AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION authz.invalidate_caches()', tbl);
+    EXECUTE format('CREATE TRIGGER authz_invalidate_truncate AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION authz.invalidate_caches()', tbl);
 END
 $$;
+REVOKE ALL ON FUNCTION authz._watch_table(regclass) FROM PUBLIC;
+
+SELECT authz._watch_table(format('authz.%I', t)::regclass)
+FROM unnest(ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'resource_types',
+                  'role_assignments', 'rules', 'keys']) t;
 
 -- Audit of policy changes: rows written only here, never key material.
 CREATE FUNCTION authz._audit_change() RETURNS trigger
@@ -54,6 +65,13 @@ BEGIN
     IF db_role IS NOT NULL AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = db_role) THEN
         RAISE EXCEPTION 'database role "%" does not exist', db_role USING ERRCODE = '42704';
     END IF;
+    IF db_role IS NOT NULL AND kind = 'group' THEN
+        RAISE EXCEPTION 'a group cannot be a login''s identity' USING ERRCODE = '22023',
+            DETAIL = 'Map the login to a user principal and make that user a member of the group.';
+    END IF;
+    IF db_role IS NOT NULL THEN
+        PERFORM authz._require_may_map_login(db_role);
+    END IF;
     IF EXISTS (SELECT FROM authz.principals p WHERE p.id = create_principal.id) THEN
         RAISE EXCEPTION 'principal "%" already exists', id USING ERRCODE = '42710';
     END IF;
@@ -72,10 +90,18 @@ BEGIN
     IF db_role IS NOT NULL AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = db_role) THEN
         RAISE EXCEPTION 'database role "%" does not exist', db_role USING ERRCODE = '42704';
     END IF;
-    UPDATE authz.principals p SET db_role = map_login.db_role WHERE p.id = principal;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'principal "%" does not exist', principal USING ERRCODE = '23503';
+    PERFORM authz._require_principal(principal);
+    IF db_role IS NOT NULL THEN
+        IF (SELECT p.kind FROM authz.principals p WHERE p.id = principal) = 'group' THEN
+            RAISE EXCEPTION 'a group cannot be a login''s identity' USING ERRCODE = '22023',
+                DETAIL = 'Map the login to a user principal and make that user a member of the group.';
+        END IF;
+        -- A delegate may map a login only to a principal whose every grant it could confer itself,
+        -- and never move a login that already has an identity.
+        PERFORM authz._require_may_map_login(db_role, principal);
+        PERFORM authz._require_may_confer_principal(principal);
     END IF;
+    UPDATE authz.principals p SET db_role = map_login.db_role WHERE p.id = principal;
 END
 $$;
 
@@ -112,6 +138,8 @@ BEGIN
     PERFORM authz._require_manage('principals');
     PERFORM authz._require_principal(group_id, 'group');
     PERFORM authz._require_principal(member_id);
+    -- The member gains everything the group holds: a delegate may only confer what it holds.
+    PERFORM authz._require_may_confer_principal(group_id);
     -- Would group_id become a member of itself? Walk up from group_id looking for member_id.
     WITH RECURSIVE up(id, path) AS (
         SELECT group_id, ARRAY[member_id, group_id]
@@ -245,6 +273,7 @@ BEGIN
     PERFORM authz._require_principal(principal);
     PERFORM authz._require_role(role);
     PERFORM authz._require_scope(resource_type, resource_id);
+    PERFORM authz._require_may_confer(role, resource_type, resource_id);
     INSERT INTO authz.role_assignments (principal, role, resource_type, resource_id)
     VALUES (principal, role, resource_type, resource_id) ON CONFLICT DO NOTHING;
 END
@@ -365,6 +394,10 @@ BEGIN
     IF (parent_type IS NULL) <> (parent_column IS NULL) THEN
         RAISE EXCEPTION 'parent_type and parent_column go together' USING ERRCODE = '22023';
     END IF;
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = '42809',
+            DETAIL = 'A resource type lists its ids in an ordinary or partitioned table, read as that table''s owner.';
+    END IF;
     PERFORM authz._require_column(tbl, id_column, 'id');
     PERFORM authz._require_column(tbl, parent_column, 'parent');
     PERFORM authz._require_column(tbl, public_column, 'public');
@@ -391,9 +424,7 @@ BEGIN
         parent_type = excluded.parent_type, parent_column = excluded.parent_column,
         public_column = excluded.public_column, owner_column = excluded.owner_column;
     -- Rows added to or removed from the resource table change permission sets: invalidate on commit.
-    EXECUTE format('DROP TRIGGER IF EXISTS authz_invalidate ON %s', tbl);
-    EXECUTE format('CREATE TRIGGER authz_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
-                    FOR EACH STATEMENT EXECUTE FUNCTION authz.invalidate_caches()', tbl);
+    PERFORM authz._watch_table(tbl);
     RETURN name;
 END
 $$;
@@ -413,6 +444,7 @@ BEGIN
     END IF;
     IF t IS NOT NULL AND NOT EXISTS (SELECT FROM authz.resource_types r WHERE r.tbl = t) THEN
         EXECUTE format('DROP TRIGGER IF EXISTS authz_invalidate ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS authz_invalidate_truncate ON %s', t);
     END IF;
 END
 $$;

@@ -2,10 +2,11 @@
 //! prefix `pg_authz audit: `. They go to the log (LOG_SERVER_ONLY, never to the client) rather than a
 //! table so that they work on a hot standby and survive a rolled-back transaction.
 //!
-//! Logged once per statement and set: the policy functions (the row filter and the index
-//! condition's array) log when they first resolve a set for a statement, not per row, and a second
-//! call site of the same statement does not repeat it. Parallel workers stay quiet; their leader
-//! has logged.
+//! Logged once per statement: events are aggregated by what they say (identity, type, action,
+//! outcome, rule or reason) and written when the top-level statement or its transaction ends,
+//! each with a `count` — 20,000 denied `check()` calls in one statement are one line, as is one
+//! forged token checked at five call sites. Rolled-back statements are logged too (the abort
+//! callback flushes). Parallel workers stay quiet; their leader has logged.
 
 use std::ffi::CStr;
 
@@ -50,7 +51,7 @@ thread_local! {
 fn client_addr() -> Option<String> {
     CLIENT_ADDR.with(|c| {
         // Read-only SPI: the audit path must never assign a transaction id (hot standby).
-        c.get_or_init(|| db::select_one::<String>("SELECT pg_catalog.inet_client_addr()::text", &[]).ok().flatten())
+        c.get_or_init(|| db::select_one::<String>("SELECT pg_catalog.inet_client_addr()::pg_catalog.text", &[]).ok().flatten())
             .clone()
     })
 }
@@ -67,6 +68,58 @@ fn base(event: &str) -> Map<String, Value> {
     m.insert("application_name".into(), json!(application));
     m.insert("client_addr".into(), json!(client));
     m
+}
+
+/// One aggregated line: its grouping key, the line as first seen, and how often it recurred.
+struct Pending {
+    key: String,
+    line: Map<String, Value>,
+    count: u64,
+}
+
+/// At most this many distinct lines wait for the end of a statement; more are written at once.
+const MAX_PENDING: usize = 64;
+
+thread_local! {
+    /// The statement the pending lines belong to (its start time) and the lines.
+    static PENDING: std::cell::RefCell<(i64, Vec<Pending>)> = const { std::cell::RefCell::new((0, Vec::new())) };
+}
+
+fn write_line(mut line: Map<String, Value>, count: u64) {
+    line.insert("count".into(), json!(count));
+    emit(line);
+}
+
+/// Count an event under `key` for the current statement; the line is built on first sight only.
+fn record(key: String, build: impl FnOnce() -> Map<String, Value>) {
+    // SAFETY: a plain read of the backend's statement state.
+    let statement = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+    let earlier = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        let earlier = if p.0 != statement { std::mem::take(&mut p.1) } else { Vec::new() };
+        p.0 = statement;
+        if let Some(e) = p.1.iter_mut().find(|e| e.key == key) {
+            e.count += 1;
+            return earlier;
+        }
+        let mut earlier = earlier;
+        if p.1.len() >= MAX_PENDING {
+            earlier.extend(p.1.drain(..));
+        }
+        p.1.push(Pending { key, line: build(), count: 1 });
+        earlier
+    });
+    for e in earlier {
+        write_line(e.line, e.count);
+    }
+}
+
+/// Write the lines the statement aggregated (end of a top-level statement, end of transaction).
+pub fn flush() {
+    let pending = PENDING.with(|p| std::mem::take(&mut p.borrow_mut().1));
+    for e in pending {
+        write_line(e.line, e.count);
+    }
 }
 
 fn token_fields(m: &mut Map<String, Value>, t: &VerifiedToken) {
@@ -94,23 +147,30 @@ pub fn token_accepted(t: &VerifiedToken) {
     if !wanted(false) {
         return;
     }
-    let mut m = base("token_accepted");
-    token_fields(&mut m, t);
-    m.insert("outcome".into(), json!("accepted"));
-    emit(m);
+    record(format!("token_accepted\0{}\0{}", t.user_id, t.kid), || {
+        let mut m = base("token_accepted");
+        token_fields(&mut m, t);
+        m.insert("outcome".into(), json!("accepted"));
+        m
+    });
 }
 
 pub fn token_rejected(e: &AuthzError) {
     if !wanted(true) {
         return;
     }
-    let mut m = base("token_rejected");
-    m.insert("outcome".into(), json!("rejected"));
-    m.insert("reason".into(), json!(e.message.trim_start_matches("token rejected: ")));
-    emit(m);
+    let reason = e.message.trim_start_matches("token rejected: ").to_string();
+    record(format!("token_rejected\0{reason}"), || {
+        let mut m = base("token_rejected");
+        m.insert("outcome".into(), json!("rejected"));
+        m.insert("reason".into(), json!(reason));
+        m
+    });
 }
 
-/// One decision about one resource.
+/// One decision about one resource (`check()`, `require()`, a management permission, a new row):
+/// aggregated per statement by identity, type, action, outcome and rule; the line names the first
+/// resource id and counts the rest.
 pub fn decision(
     who: &Identity,
     resource_type: &str,
@@ -122,59 +182,46 @@ pub fn decision(
     if !wanted(!allowed) {
         return;
     }
-    let mut m = base("decision");
-    identity_fields(&mut m, who);
-    m.insert("resource_type".into(), json!(resource_type));
-    m.insert("action".into(), json!(action));
-    m.insert("resource_id".into(), json!(id));
-    m.insert("outcome".into(), json!(if allowed { "allow" } else { "deny" }));
-    m.insert("rule".into(), json!(rule.unwrap_or(if allowed { "allow" } else { "default deny" })));
-    emit(m);
+    let rule = rule.unwrap_or(if allowed { "allow" } else { "default deny" });
+    let key = format!(
+        "decision\0{:?}\0{}\0{resource_type}\0{action}\0{allowed}\0{rule}",
+        who.user_id,
+        who.source.as_str()
+    );
+    record(key, || {
+        let mut m = base("decision");
+        identity_fields(&mut m, who);
+        m.insert("resource_type".into(), json!(resource_type));
+        m.insert("action".into(), json!(action));
+        m.insert("resource_id".into(), json!(id));
+        m.insert("outcome".into(), json!(if allowed { "allow" } else { "deny" }));
+        m.insert("rule".into(), json!(rule));
+        m
+    });
 }
 
-thread_local! {
-    /// The last decision logged: (statement start, command, principal, type, action).
-    static LAST_DECISION: std::cell::RefCell<Option<(i64, u32, Option<String>, String, String)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// A statement may resolve one set at two call sites (an index condition's array and the filter
-/// that rechecks the heap rows): log it once per client statement.
-fn first_in_statement(who: &Identity, p: &Permitted) -> bool {
-    let key = unsafe {
-        (
-            pg_sys::GetCurrentStatementStartTimestamp(),
-            pg_sys::GetCurrentCommandId(false),
-            who.user_id.clone(),
-            p.resource_type.clone(),
-            p.action.clone(),
-        )
-    };
-    LAST_DECISION.with(|last| {
-        let mut last = last.borrow_mut();
-        if last.as_ref() == Some(&key) {
-            return false;
-        }
-        *last = Some(key);
-        true
-    })
-}
-
-/// A permission-set resolution (what a protected statement may touch).
+/// A permission-set resolution (what a protected statement may touch): once per statement and
+/// set, however many call sites resolve it.
 pub fn set_decision(who: &Identity, p: &Permitted) {
     let denied = p.ids.is_empty();
-    if !wanted(denied) || !first_in_statement(who, p) {
+    if !wanted(denied) {
         return;
     }
-    let mut m = base("decision");
-    identity_fields(&mut m, who);
-    m.insert("resource_type".into(), json!(p.resource_type));
-    m.insert("action".into(), json!(p.action));
-    m.insert("outcome".into(), json!(if denied { "deny" } else { "allow" }));
-    m.insert("permitted".into(), json!(p.ids.len()));
-    m.insert("of".into(), json!(p.total));
-    m.insert("rules".into(), if p.deciding_rules.is_empty() { json!("default deny") } else { json!(p.deciding_rules) });
-    emit(m);
+    let key = format!("set\0{:?}\0{}\0{}\0{}", who.user_id, who.source.as_str(), p.resource_type, p.action);
+    record(key, || {
+        let mut m = base("decision");
+        identity_fields(&mut m, who);
+        m.insert("resource_type".into(), json!(p.resource_type));
+        m.insert("action".into(), json!(p.action));
+        m.insert("outcome".into(), json!(if denied { "deny" } else { "allow" }));
+        m.insert("permitted".into(), json!(p.ids.len()));
+        m.insert("of".into(), json!(p.total));
+        m.insert(
+            "rules".into(),
+            if p.deciding_rules.is_empty() { json!("default deny") } else { json!(p.deciding_rules) },
+        );
+        m
+    });
 }
 
 /// The token subject for `authz.audit_changes` rows; NULL rather than an error when there is no

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pgrx::prelude::*;
 
+use crate::errors::OrRaise;
+
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -54,17 +56,55 @@ pub fn init() {
     }
 }
 
-/// The statement-level trigger pg_authz installs on policy and resource tables: queue a relcache
-/// invalidation for the changed table, which reaches every backend (and replica) at commit. Our own
-/// backend processes it at the next command boundary, and again on rollback, so a cache built from
-/// uncommitted rows never outlives them.
+thread_local! {
+    /// The last (relation, local transaction, subtransaction, command) this backend queued an
+    /// invalidation for: a statement that changes many rows queues one message, not one per row.
+    static LAST_QUEUED: std::cell::Cell<(u32, u32, u32, u32)> = const { std::cell::Cell::new((0, 0, 0, 0)) };
+}
+
+/// The trigger pg_authz installs on policy and registered resource tables: AFTER each changed row
+/// (and after TRUNCATE), queue a relcache invalidation for the table, which reaches every backend
+/// (and replica) at commit. Being a row trigger, it fires only for rows that really changed, so a
+/// statement that changes nothing, or only rows its caller could not touch, invalidates nothing.
+/// A partition's change is announced for its ancestors too (the registered table may be the
+/// partitioned parent). Our own backend processes the message at the next command boundary, and
+/// again on rollback, so a cache built from uncommitted rows never outlives them.
 #[pg_trigger]
 fn invalidate_caches<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
-    let rel = trigger.relation()?;
+    let relid = trigger.relid()?;
+    // SAFETY: plain reads of the backend's transaction state.
+    let key = unsafe {
+        (
+            relid.to_u32(),
+            (*pg_sys::MyProc).lxid,
+            pg_sys::GetCurrentSubTransactionId(),
+            pg_sys::GetCurrentCommandId(false),
+        )
+    };
+    if LAST_QUEUED.with(|l| l.replace(key)) == key {
+        return Ok(None);
+    }
+    // SAFETY: queueing invalidations for relations that exist (the trigger's own and its
+    // partition ancestors, from the catalog) inside the current transaction.
     unsafe {
-        pg_sys::CacheInvalidateRelcacheByRelid(rel.oid());
+        pg_sys::CacheInvalidateRelcacheByRelid(relid);
+    }
+    // SAFETY: a syscache lookup returning a plain bool.
+    if unsafe { pg_sys::get_rel_relispartition(relid) } {
+        // Once per statement and partition (memo above); a fully qualified catalog function.
+        let ancestors = crate::db::select_one::<Vec<pg_sys::Oid>>(
+            "SELECT pg_catalog.array_agg(relid::pg_catalog.oid) FROM pg_catalog.pg_partition_ancestors($1) a(relid)
+             WHERE relid::pg_catalog.oid OPERATOR(pg_catalog.<>) $1",
+            &[relid.into()],
+        )
+        .or_raise()
+        .unwrap_or_default();
+        for a in ancestors {
+            // SAFETY: as above, for a relation the catalog just named.
+            unsafe { pg_sys::CacheInvalidateRelcacheByRelid(a) };
+        }
     }
     Ok(None)
 }

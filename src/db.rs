@@ -1,32 +1,11 @@
-//! Small helpers for talking to PostgreSQL from Rust: running SPI as a superuser (the policy
-//! tables and registered resource tables are read on behalf of callers who may not read them),
-//! and who the caller really is.
+//! Small helpers for talking to PostgreSQL from Rust: who the caller really is, quoting, and
+//! single-value SPI reads. Running SQL with other rights is src/privileged.rs's job alone.
 
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
 
 use crate::errors::{AuthzError, AuthzResult};
-
-/// Run `f` with the bootstrap superuser as current user. Superusers bypass row-level security, so
-/// reading a protected resource table here cannot recurse into our own policies. PostgreSQL
-/// restores the previous user on error (transaction abort), and we restore it on success.
-pub fn as_superuser<T>(f: impl FnOnce() -> T) -> T {
-    let mut saved_user = pg_sys::InvalidOid;
-    let mut saved_context = 0;
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let result = f();
-    unsafe {
-        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
-    }
-    result
-}
 
 /// The role the caller acts as, ignoring any SECURITY DEFINER function on the stack: privilege
 /// checks inside our own definer functions must judge the caller, not the function's owner.

@@ -1,24 +1,72 @@
-//! Executor hooks (installed when the library loads, chained to any earlier hook): at executor
-//! start, publish the parallel handoff for a parallel plan and re-check a plan made with an
-//! elision; at every run (each FETCH of a cursor), re-check that plan again.
+//! Executor and utility hooks (installed when the library loads, chained to any earlier hook) and
+//! the transaction callback: the statement boundaries pg_authz's per-statement state follows.
+//!
+//! - Executor start: accept pending invalidation messages (a grant revoked elsewhere applies from
+//!   the caller's next statement even inside an open transaction, where PostgreSQL would not read
+//!   them again while the locks it needs are already held), re-check a plan made with an elision,
+//!   and rewrite the parallel handoff.
+//! - Every run (each FETCH of a cursor): re-check that plan again.
+//! - End of a top-level statement, and end of the transaction (commit or abort): write the audit
+//!   lines the statement aggregated, and forget statement state.
+//!
+//! Earlier hooks are called through pgrx's FFI boundary guard (pgrx's bindings of the standard_*
+//! functions carry it already; guarding those twice would abort on the first ERROR), so an ERROR
+//! raised below unwinds through these frames, running their guards, instead of jumping over them.
+
+use std::cell::Cell;
 
 use pgrx::pg_sys;
+use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
 
-use crate::{elision, handoff};
+use crate::errors::OrRaise;
+use crate::{audit, elision, handoff};
 
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
+static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
+static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+thread_local! {
+    /// How deep in executor runs and utility statements this backend is: 0 between statements.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts one level of nesting for its lifetime (dropped on return and while an ERROR unwinds).
+struct Nested;
+
+impl Nested {
+    fn enter() -> Nested {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        Nested
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+fn at_top_level() -> bool {
+    DEPTH.with(|d| d.get() == 0)
+}
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
+    // SAFETY (whole function): query_desc is the executor's own, valid for this call.
     let stmt = (*query_desc).plannedstmt;
+    if pg_sys::ParallelWorkerNumber < 0 {
+        pg_sys::AcceptInvalidationMessages();
+    }
     // EXPLAIN without ANALYZE only shows the plan; it runs nothing.
     if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
         elision::check_plan(stmt, true);
     }
-    handoff::publish_for(!stmt.is_null() && (*stmt).parallelModeNeeded);
-    match PREV_EXECUTOR_START {
-        Some(prev) => prev(query_desc, eflags),
+    handoff::publish_for(!stmt.is_null() && (*stmt).parallelModeNeeded).or_raise();
+    let prev = PREV_EXECUTOR_START;
+    match prev {
+        Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc, eflags)),
         None => pg_sys::standard_ExecutorStart(query_desc, eflags),
     }
 }
@@ -30,19 +78,103 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
+    // SAFETY: as above; the plan is the query descriptor's own.
     elision::check_plan((*query_desc).plannedstmt, false);
-    match PREV_EXECUTOR_RUN {
-        Some(prev) => prev(query_desc, direction, count, execute_once),
+    let _nested = Nested::enter();
+    let prev = PREV_EXECUTOR_RUN;
+    match prev {
+        Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc, direction, count, execute_once)),
         None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
     }
 }
 
-/// Chain into ExecutorStart and ExecutorRun (called once, from _PG_init).
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
+    let _nested = Nested::enter();
+    let prev = PREV_EXECUTOR_FINISH;
+    // SAFETY: passes the executor's own descriptor down the chain.
+    match prev {
+        Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc)),
+        None => pg_sys::standard_ExecutorFinish(query_desc),
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
+    let prev = PREV_EXECUTOR_END;
+    // SAFETY: passes the executor's own descriptor down the chain.
+    match prev {
+        Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc)),
+        None => pg_sys::standard_ExecutorEnd(query_desc),
+    }
+    if at_top_level() {
+        audit::flush();
+    }
+}
+
+#[pgrx::pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    {
+        let _nested = Nested::enter();
+        let prev = PREV_PROCESS_UTILITY;
+        // SAFETY: passes the utility statement's own arguments down the chain.
+        match prev {
+            Some(prev) => pg_guard_ffi_boundary(|| {
+                prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+            }),
+            None => pg_sys::standard_ProcessUtility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+        }
+    }
+    if at_top_level() {
+        audit::flush();
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE) {
+        // An ERROR may have left nesting counted by frames that never returned normally.
+        DEPTH.with(|d| d.set(0));
+        audit::flush();
+    }
+}
+
+/// Chain into the executor and utility hooks and register the transaction callback (called once,
+/// from _PG_init).
 pub fn init() {
+    // SAFETY: _PG_init runs once per backend, before any statement; hooks are process globals
+    // that PostgreSQL expects extensions to chain exactly like this.
     unsafe {
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor_start);
         PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
         pg_sys::ExecutorRun_hook = Some(executor_run);
+        PREV_EXECUTOR_FINISH = pg_sys::ExecutorFinish_hook;
+        pg_sys::ExecutorFinish_hook = Some(executor_finish);
+        PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(executor_end);
+        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+        pg_sys::RegisterXactCallback(Some(transaction_ended), std::ptr::null_mut());
     }
 }

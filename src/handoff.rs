@@ -5,9 +5,10 @@
 //! sessions, more than the scan itself). The leader resolves the set at plan time anyway (for the
 //! selectivity estimate), notes it, and when the finished plan is parallel publishes it at executor
 //! start in the superuser-only setting `authz.parallel_handoff`; PostgreSQL copies settings into
-//! every worker it launches. A worker uses an entry only when it was written in this very
-//! transaction and command for the same token or login; anything else (a cached plan, a changed
-//! token) falls back to resolving, so the handoff can only save time.
+//! every worker it launches. Every executor start rewrites or clears the setting, so a value
+//! never outlives its execution, and a worker uses an entry only when it was written for this
+//! very transaction, statement and command for the same token or login; anything else (a cached
+//! plan, a changed token) falls back to resolving, so the handoff can only save time.
 //! Clients cannot forge it: the setting is superuser-only and entries are bound to the command.
 
 use std::hash::{Hash, Hasher};
@@ -15,8 +16,9 @@ use std::rc::Rc;
 
 use pgrx::pg_sys;
 
-use crate::gucs;
+use crate::errors::AuthzResult;
 use crate::resolve::Permitted;
+use crate::{cache, gucs, identity};
 
 /// Who the entry was resolved for: the token bytes (hashed) or the login.
 fn caller_key() -> String {
@@ -30,11 +32,15 @@ fn caller_key() -> String {
     }
 }
 
-fn header() -> String {
+/// The statement a set belongs to, as both the leader and its workers see it: transaction start,
+/// statement start (PostgreSQL hands both to workers), command id and caller.
+fn statement_key() -> String {
+    // SAFETY: plain reads of the backend's transaction state.
     unsafe {
         format!(
-            "{};{};{}",
+            "{};{};{};{}",
             pg_sys::GetCurrentTransactionStartTimestamp(),
+            pg_sys::GetCurrentStatementStartTimestamp(),
             pg_sys::GetCurrentCommandId(false),
             caller_key()
         )
@@ -42,13 +48,23 @@ fn header() -> String {
 }
 
 fn usable(s: &str) -> bool {
-    !s.contains(['\t', '\n', ','])
+    !s.contains(['\t', '\n', ',', '|'])
+}
+
+/// Sets resolved while planning the current statement, with the statement and cache generation
+/// they were resolved under; published only if the finished plan turns out to be parallel.
+struct Pending {
+    statement: String,
+    generation: u64,
+    sets: Vec<Rc<Permitted>>,
 }
 
 thread_local! {
-    /// Sets resolved while planning the current command, under the header they were planned for;
-    /// published only if the finished plan turns out to be parallel.
-    static PENDING: std::cell::RefCell<(String, Vec<Rc<Permitted>>)> = const { std::cell::RefCell::new((String::new(), Vec::new())) };
+    static PENDING: std::cell::RefCell<Pending> =
+        const { std::cell::RefCell::new(Pending { statement: String::new(), generation: 0, sets: Vec::new() }) };
+    /// Executor starts in this backend: part of every published header, so that no two
+    /// executions ever publish the same value.
+    static EXECUTIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Leader, at plan time: remember this set in case the plan launches workers. Publishing is left
@@ -60,33 +76,53 @@ pub fn note(p: &Rc<Permitted>) {
             return;
         }
     }
-    let head = header();
+    let statement = statement_key();
+    let generation = cache::generation();
     PENDING.with(|pending| {
         let mut pending = pending.borrow_mut();
-        if pending.0 != head {
-            *pending = (head, Vec::new());
+        if pending.statement != statement || pending.generation != generation {
+            *pending = Pending { statement, generation, sets: Vec::new() };
         }
-        if !pending.1.iter().any(|q| q.resource_type == p.resource_type && q.action == p.action) {
-            pending.1.push(p.clone());
+        if !pending.sets.iter().any(|q| q.resource_type == p.resource_type && q.action == p.action) {
+            pending.sets.push(p.clone());
         }
     });
 }
 
-/// Leader, at executor start of a plan that needs parallel mode: publish the sets noted while
-/// planning this very command. Sets noted for another command (a cached plan executing now) are
-/// left alone; their workers resolve for themselves.
-pub fn publish_for(plan_is_parallel: bool) {
-    if !plan_is_parallel || PENDING.with(|p| p.borrow().1.is_empty()) {
-        return;
+/// Leader, at every executor start outside parallel mode: the handoff is always rewritten, so
+/// no value outlives the execution it was written for. A parallel plan gets the sets noted while
+/// planning this very statement under the current cache generation (a plan from the plan cache,
+/// or one planned before an invalidation this executor start accepted, gets none: its workers
+/// resolve for themselves); any other plan clears it. The caller's identity is re-established
+/// first, so an expired or revoked token stops the statement here, not only in the workers.
+pub fn publish_for(plan_is_parallel: bool) -> AuthzResult<()> {
+    // SAFETY: plain reads of the backend's parallel state.
+    if unsafe { pg_sys::IsInParallelMode() || pg_sys::ParallelWorkerNumber >= 0 } {
+        return Ok(());
     }
-    let head = header();
+    let execution = EXECUTIONS.with(|e| {
+        e.set(e.get() + 1);
+        e.get()
+    });
+    if !plan_is_parallel {
+        if gucs::parallel_handoff().is_some_and(|v| !v.is_empty()) {
+            gucs::set_parallel_handoff("");
+        }
+        return Ok(());
+    }
+    let statement = statement_key();
+    let generation = cache::generation();
     let sets = PENDING.with(|pending| {
         let mut pending = pending.borrow_mut();
-        if pending.0 != head {
-            return Vec::new();
+        if pending.statement == statement && pending.generation == generation {
+            std::mem::take(&mut pending.sets)
+        } else {
+            Vec::new()
         }
-        std::mem::take(&mut pending.1)
     });
+    if !sets.is_empty() {
+        identity::current()?;
+    }
     let lines: Vec<Rc<Option<String>>> = sets
         .iter()
         .map(|p| {
@@ -97,22 +133,24 @@ pub fn publish_for(plan_is_parallel: bool) {
             })
         })
         .collect();
-    let mut value = head;
+    let mut value = format!("{statement}|{execution};{generation}");
     for line in lines.iter().filter_map(|l| l.as_ref().as_ref()) {
         value.push('\n');
         value.push_str(line);
     }
     gucs::set_parallel_handoff(&value);
+    Ok(())
 }
 
-/// Worker: the leader's set for (type, action), if it was published for this command and caller.
+/// Worker: the leader's set for (type, action), if it was published for this statement and caller.
 pub fn take(resource_type: &str, action: &str) -> Option<Rc<Permitted>> {
     if unsafe { pg_sys::ParallelWorkerNumber } < 0 {
         return None;
     }
     let value = gucs::parallel_handoff()?;
     let mut lines = value.lines();
-    if lines.next()? != header() {
+    let (statement, _execution) = lines.next()?.split_once('|')?;
+    if statement != statement_key() {
         return None;
     }
     let line_key = format!("{resource_type}\t{action}\t");

@@ -51,13 +51,27 @@ impl Identity {
 /// never a fall-back to the login identity.
 pub fn current() -> AuthzResult<Identity> {
     if let Some(raw) = gucs::token() {
-        let t = token::verify(raw)?;
+        let t = verified(raw)?;
         return Ok(Identity { source: Source::Token, user_id: Some(t.user_id.clone()), token: Some(t) });
     }
     match model::principal_for_role(db::session_user())? {
         Some(principal) => Ok(Identity { source: Source::Login, user_id: Some(principal), token: None }),
         None => Ok(Identity::anonymous()),
     }
+}
+
+/// Verify a token and make sure its subject can be an identity: a group principal never is
+/// (holding a token for a group must not confer the group's grants on whoever presents it).
+pub fn verified(raw: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
+    let t = token::verify(raw)?;
+    if model::current()?.principal_is_group(&t.user_id)? {
+        let e = AuthzError::token("token rejected: subject is a group")
+            .detail(format!("Principal \"{}\" is a group; tokens identify users.", crate::keys::printable(&t.user_id, 64)))
+            .hint("Issue the token for a user and make that user a member of the group.");
+        crate::audit::token_rejected(&e);
+        return Err(e);
+    }
+    Ok(t)
 }
 
 /// Set `authz.token` exactly as `set_config('authz.token', value, local)` would, without SPI (a
@@ -71,7 +85,7 @@ fn set_token(value: &str, local: bool) -> AuthzResult<()> {
 /// transaction pooler can never hand it to the next client.
 #[pg_extern(volatile)]
 fn login(token: &str, local: default!(bool, "true")) -> String {
-    let verified = token::verify(token.as_bytes()).or_raise();
+    let verified = verified(token.as_bytes()).or_raise();
     if local && unsafe { !pg_sys::IsTransactionBlock() } {
         pgrx::warning!(
             "authz.login() outside a transaction block only lasts until the end of this statement; use BEGIN first, or authz.login(token, false) on a dedicated connection"
@@ -85,7 +99,7 @@ fn login(token: &str, local: default!(bool, "true")) -> String {
 /// For applications that want to validate a token before using it.
 #[pg_extern(stable, parallel_safe)]
 fn verify_token(token: &str) -> String {
-    token::verify(token.as_bytes()).or_raise().user_id.clone()
+    verified(token.as_bytes()).or_raise().user_id.clone()
 }
 
 /// Forget the token (in the same scope it was set: pass `local => false` for a session token).

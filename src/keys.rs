@@ -10,6 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use pgrx::prelude::*;
 
 use crate::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::privileged::{self, Rights};
 use crate::{cache, db};
 
 pub struct Key {
@@ -151,7 +152,7 @@ pub fn current() -> AuthzResult<Rc<KeySet>> {
 }
 
 fn load(generation: u64) -> AuthzResult<KeySet> {
-    let rows: Vec<(String, String, String, String, Option<String>, Option<String>)> = db::as_superuser(|| {
+    let rows: Vec<(String, String, String, String, Option<String>, Option<String>)> = privileged::run(Rights::Superuser, || {
         Spi::connect(|client| {
             let table =
                 client.select("SELECT kid, alg, key_format, material, issuer, audience FROM authz.keys", None, &[])?;
@@ -208,12 +209,12 @@ fn store(
     issuer: Option<&str>,
     audience: Option<&str>,
 ) -> AuthzResult<()> {
-    db::as_superuser(|| {
+    privileged::run(Rights::Superuser, || {
         Spi::run_with_args(
             "INSERT INTO authz.keys (kid, alg, key_format, material, issuer, audience) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (kid) DO UPDATE SET alg = excluded.alg, key_format = excluded.key_format,
                  material = excluded.material, issuer = excluded.issuer, audience = excluded.audience,
-                 created_at = now()",
+                 created_at = pg_catalog.now()",
             &[kid.into(), alg.into(), format.into(), material.into(), issuer.into(), audience.into()],
         )
     })?;
@@ -295,12 +296,15 @@ fn add_jwks(jwks: pgrx::JsonB) -> Vec<String> {
 fn revoke_key(kid: &str) -> bool {
     require_key_admin().or_raise();
     // No row limit: a DELETE run with a limit never fires the statement-level invalidation trigger.
-    let removed = db::as_superuser(|| {
+    let removed = privileged::run(Rights::Superuser, || {
         Spi::connect_mut(|client| {
-            client.update("DELETE FROM authz.keys WHERE kid = $1 RETURNING kid", None, &[kid.into()]).map(|t| t.len())
+            client
+                .update("DELETE FROM authz.keys WHERE kid OPERATOR(pg_catalog.=) $1 RETURNING kid", None, &[kid.into()])
+                .map(|t| t.len())
         })
-    });
-    matches!(removed, Ok(n) if n > 0)
+    })
+    .or_raise();
+    removed > 0
 }
 
 /// A short, safe rendering of an untrusted string for error messages.

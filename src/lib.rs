@@ -18,6 +18,7 @@ mod keys;
 mod model;
 mod permits;
 mod policy;
+mod privileged;
 mod resolve;
 mod templates;
 mod token;

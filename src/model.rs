@@ -9,6 +9,7 @@ use std::rc::Rc;
 use pgrx::prelude::*;
 
 use crate::errors::{AuthzError, AuthzResult};
+use crate::privileged::{self, Rights};
 use crate::{cache, db};
 
 pub const POLICY_TABLES: &[&str] =
@@ -197,6 +198,7 @@ pub struct Model {
     pub types: HashMap<String, Rc<ResourceType>>,
     hierarchies: RefCell<HashMap<String, Rc<Hierarchy>>>,
     logins: RefCell<HashMap<u32, Option<String>>>,
+    groups: RefCell<HashMap<String, bool>>,
 }
 
 thread_local! {
@@ -220,7 +222,7 @@ type TypeRow = (String, Option<u32>, Option<String>, Option<String>, Option<Stri
 
 fn load(generation: u64) -> AuthzResult<Model> {
     cache::watch(policy_table_oids());
-    let (inheritance, rules, types) = db::as_superuser(|| {
+    let (inheritance, rules, types) = privileged::run(Rights::Superuser, || {
         Spi::connect(|client| {
             let mut inheritance = Vec::new();
             for row in client.select("SELECT role, inherits FROM authz.role_inheritance ORDER BY 1, 2", None, &[])? {
@@ -244,7 +246,8 @@ fn load(generation: u64) -> AuthzResult<Model> {
             }
             let mut types: Vec<TypeRow> = Vec::new();
             for row in client.select(
-                "SELECT name, tbl::oid::int8, id_column::text, parent_type, parent_column::text, public_column::text, owner_column::text
+                "SELECT name, tbl::pg_catalog.oid::pg_catalog.int8, id_column::pg_catalog.text, parent_type,
+                        parent_column::pg_catalog.text, public_column::pg_catalog.text, owner_column::pg_catalog.text
                  FROM authz.resource_types",
                 None,
                 &[],
@@ -299,6 +302,7 @@ fn load(generation: u64) -> AuthzResult<Model> {
         types: type_map,
         hierarchies: RefCell::new(HashMap::new()),
         logins: RefCell::new(HashMap::new()),
+        groups: RefCell::new(HashMap::new()),
     })
 }
 
@@ -367,16 +371,63 @@ impl Model {
             return Ok(p.clone());
         }
         let name = db::role_name(role);
-        let principal = db::as_superuser(|| {
-            db::select_one::<String>("SELECT id FROM authz.principals WHERE db_role = $1::name", &[name.into()])
+        // Only a user principal is an identity; a group mapped to a login (which the API refuses)
+        // would make its holder act as the group.
+        let principal = privileged::run(Rights::Superuser, || {
+            db::select_one::<String>(
+                "SELECT id FROM authz.principals
+                 WHERE db_role OPERATOR(pg_catalog.=) $1::pg_catalog.name AND kind OPERATOR(pg_catalog.=) 'user'",
+                &[name.into()],
+            )
         })?;
         self.logins.borrow_mut().insert(role.to_u32(), principal.clone());
         Ok(principal)
     }
 }
 
+impl Model {
+    /// Is this principal id a group? (Cached per model: principal rows are policy tables.)
+    pub fn principal_is_group(&self, id: &str) -> AuthzResult<bool> {
+        if let Some(g) = self.groups.borrow().get(id) {
+            return Ok(*g);
+        }
+        let group = privileged::run(Rights::Superuser, || {
+            db::select_one::<bool>(
+                "SELECT kind OPERATOR(pg_catalog.=) 'group' FROM authz.principals WHERE id OPERATOR(pg_catalog.=) $1",
+                &[id.into()],
+            )
+        })?
+        .unwrap_or(false);
+        let mut groups = self.groups.borrow_mut();
+        if groups.len() >= 4096 {
+            groups.clear();
+        }
+        groups.insert(id.to_string(), group);
+        Ok(group)
+    }
+}
+
 pub fn principal_for_role(role: pg_sys::Oid) -> AuthzResult<Option<String>> {
     current()?.principal_for_role(role)
+}
+
+/// A resource type's table must be an ordinary or partitioned table: a view, foreign table or
+/// materialized view would run code or read data its reader cannot see (42809 otherwise).
+pub fn require_resource_table(table: pg_sys::Oid) -> AuthzResult<()> {
+    // SAFETY: a syscache lookup by oid that returns a plain char (0 when there is no relation).
+    let kind = unsafe { pg_sys::get_rel_relkind(table) } as u8;
+    match kind {
+        b'r' | b'p' => Ok(()),
+        0 => Err(AuthzError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("relation with OID {} does not exist", table.to_u32()),
+        )),
+        _ => Err(AuthzError::new(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("{} is not a table", db::qualified_name(table)?),
+        )
+        .detail("A resource type lists its ids in an ordinary or partitioned table, read as that table's owner.")),
+    }
 }
 
 fn load_hierarchy(rt: &ResourceType, parent: Option<&Hierarchy>) -> AuthzResult<Hierarchy> {
@@ -387,24 +438,29 @@ fn load_hierarchy(rt: &ResourceType, parent: Option<&Hierarchy>) -> AuthzResult<
     let table_name = db::qualified_name(table).map_err(|e| {
         AuthzError::config(format!("the table of resource type \"{}\" is gone", rt.name)).detail(e.message)
     })?;
+    require_resource_table(table).map_err(|e| {
+        AuthzError::config(format!("cannot read the ids of resource type \"{}\"", rt.name)).detail(e.message)
+    })?;
     let parent_expr = match &rt.parent_column {
-        Some(c) => format!("{}::text", db::quote_ident(c)),
-        None => "NULL::text".into(),
+        Some(c) => format!("{}::pg_catalog.text", db::quote_ident(c)),
+        None => "NULL::pg_catalog.text".into(),
     };
     let public_expr = match &rt.public_column {
         Some(c) => format!("coalesce({}, false)", db::quote_ident(c)),
         None => "false".into(),
     };
     let owner_expr = match &rt.owner_column {
-        Some(c) => format!("{}::text", db::quote_ident(c)),
-        None => "NULL::text".into(),
+        Some(c) => format!("{}::pg_catalog.text", db::quote_ident(c)),
+        None => "NULL::pg_catalog.text".into(),
     };
     let query = format!(
-        "SELECT {id}::text, {parent_expr}, {public_expr}, {owner_expr} FROM {table_name} WHERE {id} IS NOT NULL",
+        "SELECT {id}::pg_catalog.text, {parent_expr}, {public_expr}, {owner_expr} FROM {table_name} WHERE {id} IS NOT NULL",
         id = db::quote_ident(id_column)
     );
     type Row = (String, Option<String>, bool, Option<String>);
-    let rows: Vec<Row> = db::as_superuser(|| {
+    // Read as the table's owner: the ids are the owner's data, and any code the table carries
+    // (casts of its column types, a trigger-maintained column) runs with the owner's rights.
+    let rows: Vec<Row> = privileged::run(Rights::OwnerOf(table), || {
         Spi::connect(|client| {
             let mut rows = Vec::new();
             for row in client.select(query.as_str(), None, &[])? {
@@ -419,7 +475,7 @@ fn load_hierarchy(rt: &ResourceType, parent: Option<&Hierarchy>) -> AuthzResult<
         })
     })
     .map_err(|e| {
-        AuthzError::config(format!("cannot read the ids of resource type \"{}\"", rt.name)).detail(e.to_string())
+        AuthzError::config(format!("cannot read the ids of resource type \"{}\"", rt.name)).detail(e.message)
     })?;
     let mut h = Hierarchy::default();
     for (id, parent_id, public, owner) in rows {

@@ -89,10 +89,16 @@ enum IdKind {
     Text,
 }
 
-/// What one call site remembers for the rest of the statement.
+/// What one call site remembers for the rest of the statement: the set for the type and action
+/// it was resolved for. `args_constant` says whether those two arguments can change between rows
+/// (a policy's literals cannot; a column or a PL/pgSQL variable can): only then may the per-row
+/// fast path skip comparing them.
 struct CallState {
     epoch: u64,
     generation: u64,
+    args_constant: bool,
+    resource_type: String,
+    action: String,
     set: TypedSet,
 }
 
@@ -114,9 +120,24 @@ unsafe fn call_state(fcinfo: pg_sys::FunctionCallInfo, kind: IdKind) -> *mut Cal
     let epoch = gucs::token_epoch();
     let resource_type: &str = pg_getarg(fcinfo, 1).unwrap_or("");
     let action: &str = pg_getarg(fcinfo, 2).unwrap_or("");
+    if !existing.is_null()
+        && (*existing).epoch == epoch
+        && (*existing).generation == cache::generation()
+        && (*existing).resource_type == resource_type
+        && (*existing).action == action
+    {
+        return existing;
+    }
     let permitted = statement_set(resource_type, action);
     // Resolution may have reloaded caches; record the generation it was computed under.
-    let state = CallState { epoch, generation: cache::generation(), set: typed_set(&permitted, kind) };
+    let state = CallState {
+        epoch,
+        generation: cache::generation(),
+        args_constant: arg_is_const(flinfo, 1) && arg_is_const(flinfo, 2),
+        resource_type: resource_type.to_string(),
+        action: action.to_string(),
+        set: typed_set(&permitted, kind),
+    };
     if existing.is_null() {
         let ptr = PgMemoryContexts::For((*flinfo).fn_mcxt).leak_and_drop_on_delete(state);
         (*flinfo).fn_extra = ptr.cast();
@@ -125,6 +146,18 @@ unsafe fn call_state(fcinfo: pg_sys::FunctionCallInfo, kind: IdKind) -> *mut Cal
         *existing = state;
         existing
     }
+}
+
+/// Is argument `n` of this call a literal? Not PostgreSQL's get_fn_expr_arg_stable(), which also
+/// counts external parameters: PL/pgSQL keeps a simple expression's state across evaluations, so
+/// a variable there changes under the same `fn_extra`.
+unsafe fn arg_is_const(flinfo: *mut pg_sys::FmgrInfo, n: i32) -> bool {
+    let expr = (*flinfo).fn_expr;
+    if expr.is_null() || (*expr).type_ != pg_sys::NodeTag::T_FuncExpr {
+        return false;
+    }
+    let arg = list_nth((*(expr as *mut pg_sys::FuncExpr)).args, n);
+    !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_Const
 }
 
 /// The id argument tested against a set of its kind. Reads only memory PostgreSQL handed us and
@@ -151,8 +184,11 @@ unsafe fn fixed_width_id_permitted(state: *const CallState, fcinfo: pg_sys::Func
 #[inline]
 unsafe fn current_state(fcinfo: pg_sys::FunctionCallInfo) -> Option<*const CallState> {
     let state = (*(*fcinfo).flinfo).fn_extra as *const CallState;
-    (!state.is_null() && (*state).epoch == gucs::token_epoch() && (*state).generation == cache::generation())
-        .then_some(state)
+    (!state.is_null()
+        && (*state).args_constant
+        && (*state).epoch == gucs::token_epoch()
+        && (*state).generation == cache::generation())
+    .then_some(state)
 }
 
 /// Everything else (first call, changed token or policy, text ids), with errors raised properly.

@@ -8,7 +8,13 @@
 
 use pgrx::prelude::*;
 
+use std::rc::Rc;
+
 use crate::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::identity::Identity;
+use crate::keys::printable;
+use crate::model::{self, action_matches, Model, Pattern, Rule};
+use crate::resolve::Grant;
 use crate::{db, identity, resolve};
 
 pub fn require_manage(area: &str) -> AuthzResult<()> {
@@ -49,6 +55,132 @@ fn can_manage(area: default!(&str, "'principals'")) -> bool {
     }
     let who = identity::current().or_raise();
     resolve::decide(&who, "authz", area, "manage").or_raise().allowed
+}
+
+/// A delegate (a caller allowed to manage an area, but neither superuser nor `authz_admin`) and
+/// what it holds; `None` for privileged callers, who may confer anything.
+struct Delegate {
+    who: Identity,
+    model: Rc<Model>,
+    grants: Rc<Vec<Grant>>,
+}
+
+fn delegate() -> AuthzResult<Option<Delegate>> {
+    if db::is_privileged(db::outer_user()) {
+        return Ok(None);
+    }
+    let who = identity::current()?;
+    let model = model::current()?;
+    let grants = resolve::grants(&model, &who)?;
+    Ok(Some(Delegate { who, model, grants }))
+}
+
+impl Delegate {
+    /// Does the delegate itself hold everything `rule` allows, within `scope`? Conservatively:
+    /// an allow of its own on the same type, for the same action or `*`, with the same pattern
+    /// or `*`, held unscoped or in exactly that scope — and no deny of its own that could
+    /// take any of it away.
+    fn holds(&self, rule: &Rule, scope: Option<(&str, &str)>) -> bool {
+        let overlaps = |a: &str, b: &str| a == "*" || b == "*" || a == b;
+        let rules_of = |role: &str| self.model.rules_by_role.get(role).into_iter().flatten();
+        let denied = self.grants.iter().any(|g| {
+            rules_of(&g.role).any(|r| !r.allow && r.resource_type == rule.resource_type && overlaps(&r.action, &rule.action))
+        });
+        !denied
+            && self.grants.iter().any(|g| {
+                let in_scope = match (&g.scope, scope) {
+                    (None, _) => true,
+                    (Some((t, i)), Some((st, si))) => t == st && i == si,
+                    (Some(_), None) => false,
+                };
+                in_scope
+                    && rules_of(&g.role).any(|r| {
+                        r.allow
+                            && r.resource_type == rule.resource_type
+                            && action_matches(&r.action, &rule.action)
+                            && (matches!(r.pattern, Pattern::Any) || r.pattern_text == rule.pattern_text)
+                    })
+            })
+    }
+
+    fn require_holds_role(&self, role: &str, scope: Option<(&str, &str)>) -> AuthzResult<()> {
+        for path in self.model.role_closure(role) {
+            let Some(held) = path.last() else { continue };
+            for rule in self.model.rules_by_role.get(held).into_iter().flatten() {
+                if rule.allow && !self.holds(rule, scope) {
+                    return Err(AuthzError::privilege(format!(
+                        "permission denied to confer role \"{}\"",
+                        printable(role, 64)
+                    ))
+                    .detail(format!(
+                        "Through {} it allows {} on {}:{}, which {} does not hold{}.",
+                        path.join(" -> "),
+                        printable(&rule.action, 64),
+                        printable(&rule.resource_type, 64),
+                        printable(&rule.pattern_text, 64),
+                        self.who.user_id.as_deref().unwrap_or("an anonymous caller"),
+                        scope.map(|(t, i)| format!(" on {t}:{}", printable(i, 64))).unwrap_or_default()
+                    ))
+                    .hint("A delegate can only hand out permissions it holds itself; a superuser or authz_admin member can assign this role."));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 42501 unless the caller may hand out `role` (in the given scope): privileged callers always
+/// may; a delegate only when it holds every permission the role carries (see Delegate::holds).
+#[pg_extern(stable)]
+fn _require_may_confer(role: &str, resource_type: Option<&str>, resource_id: Option<&str>) {
+    let Some(d) = delegate().or_raise() else { return };
+    let scope = resource_type.zip(resource_id);
+    d.require_holds_role(role, scope).or_raise();
+}
+
+/// 42501 unless the caller may confer everything `principal` holds (its own assignments and its
+/// groups'): asked before making someone a member of a group or mapping a login to a principal.
+#[pg_extern(stable)]
+fn _require_may_confer_principal(principal: &str) {
+    let Some(d) = delegate().or_raise() else { return };
+    let target = Identity { source: identity::Source::Token, user_id: Some(principal.to_string()), token: None };
+    let held = resolve::grants(&d.model, &target).or_raise();
+    for g in held.iter() {
+        d.require_holds_role(&g.role, g.scope.as_ref().map(|(t, i)| (t.as_str(), i.as_str())))
+            .map_err(|e| {
+                AuthzError::privilege(format!(
+                    "permission denied to confer what principal \"{}\" holds",
+                    printable(principal, 64)
+                ))
+                .detail(e.detail.unwrap_or_default())
+                .hint("A delegate can only hand out permissions it holds itself.")
+            })
+            .or_raise();
+    }
+}
+
+/// 42501 when a delegate would move a login that already has an identity (mapping it to another
+/// principal would let the delegate decide who that login's user is).
+#[pg_extern(stable)]
+fn _require_may_map_login(db_role: &str, principal: default!(Option<&str>, "NULL")) {
+    if delegate().or_raise().is_none() {
+        return;
+    }
+    let current = crate::privileged::run(crate::privileged::Rights::Superuser, || {
+        db::select_one::<String>(
+            "SELECT id FROM authz.principals WHERE db_role OPERATOR(pg_catalog.=) $1::pg_catalog.name",
+            &[db_role.into()],
+        )
+    })
+    .or_raise();
+    if let Some(current) = current {
+        if Some(current.as_str()) != principal {
+            AuthzError::privilege(format!("permission denied to remap login \"{}\"", printable(db_role, 64)))
+                .detail(format!("It is the identity of principal \"{}\".", printable(&current, 64)))
+                .hint("Only a superuser or authz_admin member can move a login to another principal.")
+                .raise();
+        }
+    }
 }
 
 /// One parsed Casbin line.

@@ -17,7 +17,9 @@ use pgrx::prelude::*;
 use crate::errors::{AuthzError, AuthzResult, OrRaise};
 use crate::identity::{self, Identity};
 use crate::model::{self, action_matches, Hierarchy, Model, Pattern, Rule};
-use crate::{audit, cache, db, keys::printable};
+use crate::keys::printable;
+use crate::privileged::{self, Rights};
+use crate::{audit, cache};
 
 /// One role a principal holds, with how it came to hold it.
 #[derive(Debug, Clone)]
@@ -118,7 +120,7 @@ pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>>
         assigned.push(("authenticated".into(), None, "verified identity".into()));
     }
     if let Some(user) = &identity.user_id {
-        let rows = db::as_superuser(|| {
+        let rows = privileged::run(Rights::Superuser, || {
             Spi::connect(|client| {
                 let mut rows = Vec::new();
                 for row in client.select(
@@ -127,11 +129,11 @@ pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>>
                     // hashed the whole table: 5 ms at 20,000 assignments; this is 0.3 ms).
                     "SELECT a.role, a.resource_type, a.resource_id, a.principal
                      FROM authz.role_assignments a
-                     WHERE a.principal = ANY (ARRAY(
+                     WHERE a.principal OPERATOR(pg_catalog.=) ANY (ARRAY(
                          WITH RECURSIVE chain(id) AS (
-                             SELECT $1::text
+                             SELECT $1::pg_catalog.text
                              UNION
-                             SELECT m.group_id FROM authz.memberships m JOIN chain c ON m.member_id = c.id)
+                             SELECT m.group_id FROM authz.memberships m JOIN chain c ON m.member_id OPERATOR(pg_catalog.=) c.id)
                          SELECT id FROM chain))
                      ORDER BY a.id",
                     None,

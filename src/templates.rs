@@ -1,24 +1,89 @@
 //! `authz.protect()`: render the policy templates in policies/templates/ for one table and install
 //! them. The predicates call `authz.permits(col, type, action)` — resolved once per statement, an
 //! index condition where an index helps — and never a per-row subquery or array scan.
+//!
+//! Rendering is the attack surface of this module, so it follows three rules: a template is split
+//! into statements before anything is substituted (a value can never add a statement), values are
+//! substituted in one pass (a value is never re-read as a placeholder), and every identifier is
+//! quoted and free of control characters. The rendered DDL runs as the table's owner, never as
+//! superuser; only the fixed, parameterized registration row is written with pg_authz's rights.
+
+use std::collections::HashMap;
 
 use pgrx::prelude::*;
-use pgrx::PgRelation;
+use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable};
 
 use crate::db::{self, quote_ident, quote_literal};
 use crate::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::privileged::{self, require_printable_identifier, Rights};
 use crate::{model, policy, resolve};
 
 const PROTECT_TEMPLATE: &str = include_str!("../policies/templates/protect.sql");
 const SOFT_DELETE_TEMPLATE: &str = include_str!("../policies/templates/soft_delete.sql");
-const UNPROTECT_TEMPLATE: &str = include_str!("../policies/templates/unprotect.sql");
+const POLICY_NAMES: [&str; 4] = ["authz_select", "authz_insert", "authz_update", "authz_delete"];
+const SOFT_DELETE_TRIGGER: &str = "authz_soft_delete";
 
-fn render(template: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = template.to_string();
-    for (name, value) in vars {
-        out = out.replace(&format!("{{{{{name}}}}}", name = name), value);
+/// A `regclass` argument that is not opened on the way in: a dangling oid gets 42P01 from our own
+/// lookup instead of an internal error from the relation cache.
+pub struct RelId(pub pg_sys::Oid);
+
+impl FromDatum for RelId {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _typoid: pg_sys::Oid) -> Option<Self> {
+        // SAFETY: a regclass datum is an oid passed by value.
+        (!is_null).then(|| RelId(unsafe { pg_sys::Oid::from_datum(datum, false) }.unwrap_or(pg_sys::InvalidOid)))
     }
-    out
+}
+
+impl IntoDatum for RelId {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(pg_sys::Datum::from(self.0))
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::REGCLASSOID
+    }
+}
+
+// SAFETY: a regclass argument is an oid datum, unboxed by RelId's FromDatum.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RelId {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        // SAFETY: the caller guarantees a non-null regclass argument.
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or(RelId(pg_sys::InvalidOid))
+    }
+}
+
+// SAFETY: RelId is passed exactly as PostgreSQL's regclass (an oid by value).
+unsafe impl SqlTranslatable for RelId {
+    const TYPE_IDENT: &'static str = concat!(module_path!(), "::RelId");
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("regclass"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(SqlMappingRef::literal("regclass")));
+}
+
+/// The statements of a template, split at `;` line ends before any substitution; comment lines
+/// are dropped.
+fn statements(template: &str) -> Vec<String> {
+    let body: String =
+        template.lines().filter(|l| !l.trim_start().starts_with("--")).map(|l| format!("{l}\n")).collect();
+    body.split(";\n").map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// Substitute `{{name}}` placeholders in one pass: substituted text is never scanned again.
+fn render(statement: &str, vars: &HashMap<&str, String>) -> AuthzResult<String> {
+    let mut out = String::with_capacity(statement.len() * 2);
+    let mut rest = statement;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| AuthzError::config("unterminated placeholder in a policy template"))?;
+        let value = vars
+            .get(&after[..end])
+            .ok_or_else(|| AuthzError::config(format!("policy template placeholder {} has no value", &after[..end])))?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -27,48 +92,112 @@ enum SoftDeleteKind {
     Timestamp,
 }
 
-struct ColumnInfo {
-    type_oid: pg_sys::Oid,
-}
-
-fn column(table: pg_sys::Oid, name: &str, what: &str) -> AuthzResult<ColumnInfo> {
+fn column_type(table: pg_sys::Oid, name: &str, what: &str) -> AuthzResult<pg_sys::Oid> {
+    require_printable_identifier(&format!("{what} column"), name)?;
     let type_oid = db::select_one::<pg_sys::Oid>(
-        "SELECT atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2::name AND attnum > 0 AND NOT attisdropped",
+        "SELECT atttypid FROM pg_catalog.pg_attribute
+         WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attname OPERATOR(pg_catalog.=) $2::pg_catalog.name
+           AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
         &[table.into(), name.into()],
     )?;
-    match type_oid {
-        Some(type_oid) => Ok(ColumnInfo { type_oid }),
-        None => Err(AuthzError::new(
+    type_oid.ok_or_else(|| {
+        AuthzError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             format!(
                 "{what} column \"{}\" does not exist in table {}",
                 crate::keys::printable(name, 64),
-                db::qualified_name(table)?
+                db::qualified_name(table).unwrap_or_default()
             ),
-        )),
-    }
+        )
+    })
 }
 
-struct Plan {
+/// A table's name as rendered: schema-qualified, quoted, and without control characters.
+fn rendered_name(table: pg_sys::Oid) -> AuthzResult<String> {
+    let name = db::qualified_name(table)?;
+    require_printable_identifier("table", &name)?;
+    Ok(name)
+}
+
+/// One table's share of a protect(): the statements to run on it as its owner.
+struct Target {
     table: pg_sys::Oid,
-    sql: String,
+    statements: Vec<String>,
 }
 
-/// Validate the arguments and render the SQL for the table and each of its partitions.
+/// The relations protect() covers: the table and every partition below it.
+fn partition_tree(table: pg_sys::Oid) -> AuthzResult<Vec<pg_sys::Oid>> {
+    let mut tree = vec![table];
+    let below = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT relid FROM pg_catalog.pg_partition_tree($1)
+                 WHERE relid OPERATOR(pg_catalog.<>) $1::pg_catalog.regclass ORDER BY level, relid",
+                None,
+                &[table.into()],
+            )?
+            .map(|r| r.get::<pg_sys::Oid>(1))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    tree.extend(below.into_iter().flatten());
+    Ok(tree)
+}
+
+/// The pg_authz policies and the root soft-delete trigger that exist on a table now.
+fn installed_objects(table: pg_sys::Oid) -> AuthzResult<(Vec<String>, bool)> {
+    let policies = db::select_one::<Vec<String>>(
+        "SELECT coalesce(pg_catalog.array_agg(polname::pg_catalog.text ORDER BY polname), '{}')
+         FROM pg_catalog.pg_policy
+         WHERE polrelid OPERATOR(pg_catalog.=) $1 AND polname::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($2)",
+        &[table.into(), POLICY_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>().into()],
+    )?
+    .unwrap_or_default();
+    // A trigger cloned from a partitioned parent (tgparentid set) goes with its parent's.
+    let trigger = db::select_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1
+             AND tgname OPERATOR(pg_catalog.=) $2::pg_catalog.name AND tgparentid OPERATOR(pg_catalog.=) 0)",
+        &[table.into(), SOFT_DELETE_TRIGGER.into()],
+    )?
+    .unwrap_or(false);
+    Ok((policies, trigger))
+}
+
+fn drop_statements(table_name: &str, policies: &[String], trigger: bool) -> Vec<String> {
+    let mut out: Vec<String> =
+        policies.iter().map(|p| format!("DROP POLICY {} ON {table_name}", quote_ident(p))).collect();
+    if trigger {
+        out.push(format!("DROP TRIGGER {} ON {table_name}", quote_ident(SOFT_DELETE_TRIGGER)));
+    }
+    out
+}
+
+/// What protect() would run: validate the arguments, then render every statement for the table
+/// and its partitions (or only the partitions in `only`, for partitions created later).
 fn plan(
     table: pg_sys::Oid,
     id_column: &str,
     resource_type: &str,
     owner_column: Option<&str>,
     soft_delete_column: Option<&str>,
-) -> AuthzResult<Vec<Plan>> {
+    only: Option<&[pg_sys::Oid]>,
+) -> AuthzResult<Vec<Target>> {
+    rendered_name(table)?;
+    // SAFETY: a syscache lookup by oid returning a plain char.
+    let relkind = unsafe { pg_sys::get_rel_relkind(table) } as u8;
+    if relkind != b'r' && relkind != b'p' {
+        return Err(AuthzError::new(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("{} is not a table", db::qualified_name(table)?),
+        )
+        .hint("Row-level security applies to ordinary and partitioned tables; protect the tables a view reads."));
+    }
     let model = model::current()?;
     let rt = model.resource_type(resource_type)?;
     if rt.table.is_none() {
         return Err(AuthzError::invalid(format!("resource type \"{resource_type}\" has no table"))
             .hint("Register it over the table that lists its ids with authz.register_resource_type()."));
     }
-    let id_type = column(table, id_column, "id")?.type_oid;
+    let id_type = column_type(table, id_column, "id")?;
     if ![pg_sys::INT8OID, pg_sys::INT4OID, pg_sys::UUIDOID, pg_sys::TEXTOID, pg_sys::VARCHAROID].contains(&id_type) {
         return Err(AuthzError::new(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -77,14 +206,11 @@ fn plan(
         .hint("Supported id types: bigint, integer, uuid, text, varchar."));
     }
     let owner_is_text = match owner_column {
-        Some(c) => {
-            let t = column(table, c, "owner")?.type_oid;
-            t == pg_sys::TEXTOID || t == pg_sys::VARCHAROID
-        }
+        Some(c) => column_type(table, c, "owner")? == pg_sys::TEXTOID,
         None => true,
     };
     let soft = match soft_delete_column {
-        Some(c) => match column(table, c, "soft delete")?.type_oid {
+        Some(c) => match column_type(table, c, "soft delete")? {
             pg_sys::BOOLOID => Some((c, SoftDeleteKind::Flag)),
             pg_sys::TIMESTAMPTZOID | pg_sys::TIMESTAMPOID => Some((c, SoftDeleteKind::Timestamp)),
             _ => {
@@ -97,28 +223,27 @@ fn plan(
         None => None,
     };
 
+    // Every name is quoted, every value a literal, every operator and cast qualified: the policy
+    // means the same whatever search_path a later reader has.
     let col = quote_ident(id_column);
     let rt_lit = quote_literal(resource_type);
     let permits = |action: &str| format!("authz.permits({col}, {rt_lit}, {})", quote_literal(action));
     let owned = owner_column.map(|c| {
         let c = quote_ident(c);
-        if owner_is_text {
-            format!("{c} = (SELECT authz.user_id())")
-        } else {
-            format!("{c}::text = (SELECT authz.user_id())")
-        }
+        let lhs = if owner_is_text { c } else { format!("{c}::pg_catalog.text") };
+        format!("{lhs} OPERATOR(pg_catalog.=) (SELECT authz.user_id())")
     });
     // A table protected by its own id (the resource table itself) checks a new or updated row
     // against the parent it names, not against what is stored: otherwise a new id could never be
     // inserted and a row could be moved under a parent the caller may not write.
     let self_protected = rt.table == Some(table) && rt.id_column.as_deref() == Some(id_column);
     let parent_expr = match (&rt.parent_column, self_protected) {
-        (Some(p), true) => format!("{}::text", quote_ident(p)),
+        (Some(p), true) => format!("{}::pg_catalog.text", quote_ident(p)),
         _ => "NULL".to_string(),
     };
     let permits_new = |action: &str| {
         if self_protected {
-            format!("authz.permits_row({rt_lit}, {col}::text, {parent_expr}, {})", quote_literal(action))
+            format!("authz.permits_row({rt_lit}, {col}::pg_catalog.text, {parent_expr}, {})", quote_literal(action))
         } else {
             permits(action)
         }
@@ -144,7 +269,7 @@ fn plan(
     // itself (INSERT … RETURNING needs the read policy) they are checked by the parent they name.
     let readable = if self_protected {
         format!(
-            "(authz.permits({col}, {rt_lit}, 'read') OR authz.permits_row({rt_lit}, {col}::text, {parent_expr}, 'read', true))"
+            "(authz.permits({col}, {rt_lit}, 'read') OR authz.permits_row({rt_lit}, {col}::pg_catalog.text, {parent_expr}, 'read', true))"
         )
     } else {
         permits("read")
@@ -160,52 +285,50 @@ fn plan(
         (readable, write.clone(), write_new.clone(), delete)
     };
 
-    let mut targets = vec![table];
-    for row in Spi::connect(|client| {
-        client
-            .select(
-                "SELECT relid FROM pg_catalog.pg_partition_tree($1) WHERE relid <> $1 AND isleaf IS NOT NULL",
-                None,
-                &[table.into()],
-            )?
-            .map(|r| r.get::<pg_sys::Oid>(1))
-            .collect::<Result<Vec<_>, _>>()
-    })? {
-        targets.extend(row);
+    let mut vars: HashMap<&str, String> = HashMap::from([
+        ("column", col.clone()),
+        ("read", read),
+        ("insert", write_new),
+        ("update_old", update_old),
+        ("update_new", update_new),
+        ("delete", delete_pred),
+    ]);
+    if let Some((c, kind)) = soft {
+        vars.insert("soft_delete_column_literal", quote_literal(c));
+        vars.insert(
+            "soft_delete_kind",
+            (if kind == SoftDeleteKind::Flag { "'flag'" } else { "'timestamp'" }).to_string(),
+        );
     }
-    let mut plans = Vec::new();
-    for t in targets {
-        let name = db::qualified_name(t)?;
-        let mut vars = vec![
-            ("table", name.as_str()),
-            ("column", col.as_str()),
-            ("resource_type", rt_lit.as_str()),
-            ("read", read.as_str()),
-            ("insert", write_new.as_str()),
-            ("update_old", update_old.as_str()),
-            ("update_new", update_new.as_str()),
-            ("delete", delete_pred.as_str()),
-        ];
-        let mut sql = render(PROTECT_TEMPLATE, &vars);
-        if let Some((c, kind)) = soft {
-            let lit = quote_literal(c);
-            let kind_lit = if kind == SoftDeleteKind::Flag { "'flag'" } else { "'timestamp'" };
-            vars.push(("soft_delete_column_literal", lit.as_str()));
-            vars.push(("soft_delete_kind", kind_lit));
-            sql.push_str(&render(SOFT_DELETE_TEMPLATE, &vars));
+    let mut targets = Vec::new();
+    for t in partition_tree(table)? {
+        if only.is_some_and(|o| !o.contains(&t)) {
+            continue;
         }
-        plans.push(Plan { table: t, sql });
+        let name = rendered_name(t)?;
+        vars.insert("table", name.clone());
+        let (policies, trigger) = installed_objects(t)?;
+        let mut sql = drop_statements(&name, &policies, trigger);
+        for s in statements(PROTECT_TEMPLATE) {
+            sql.push(render(&s, &vars)?);
+        }
+        // The trigger goes on the root only: PostgreSQL clones it onto every partition.
+        if soft.is_some() && t == table {
+            for s in statements(SOFT_DELETE_TEMPLATE) {
+                sql.push(render(&s, &vars)?);
+            }
+        }
+        targets.push(Target { table: t, statements: sql });
     }
-    Ok(plans)
+    Ok(targets)
 }
 
+/// The caller must own the table (or hold its owner's privileges), or be a superuser.
 fn require_owner(table: pg_sys::Oid) -> AuthzResult<()> {
     let caller = db::outer_user();
-    let owns = Spi::get_one_with_args::<bool>(
-        "SELECT pg_catalog.pg_has_role($1, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = $2",
-        &[caller.into(), table.into()],
-    )?;
-    if owns == Some(true) || db::is_superuser(caller) {
+    let owner = privileged::relation_owner(table)?;
+    // SAFETY: a catalog lookup of role membership.
+    if db::is_superuser(caller) || unsafe { pg_sys::has_privs_of_role(caller, owner) } {
         Ok(())
     } else {
         Err(AuthzError::privilege(format!("must be owner of table {}", db::qualified_name(table)?)))
@@ -213,32 +336,59 @@ fn require_owner(table: pg_sys::Oid) -> AuthzResult<()> {
 }
 
 fn has_leading_index(table: pg_sys::Oid, column_name: &str) -> AuthzResult<bool> {
-    Ok(Spi::get_one_with_args::<bool>(
+    Ok(db::select_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
-                 ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-             WHERE i.indrelid = $1 AND a.attname = $2::name)",
+                 ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
+             WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND a.attname OPERATOR(pg_catalog.=) $2::pg_catalog.name)",
         &[table.into(), column_name.into()],
     )?
     .unwrap_or(false))
 }
 
-/// The exact SQL authz.protect() would run, for review.
+/// The registration of a protected table: (id column, resource type, owner column, soft delete column).
+type Registration = (String, String, Option<String>, Option<String>);
+
+fn registration(table: pg_sys::Oid) -> AuthzResult<Option<Registration>> {
+    let row = privileged::run(Rights::Superuser, || {
+        db::select_one::<Vec<Option<String>>>(
+            "SELECT ARRAY[id_column::pg_catalog.text, resource_type, owner_column::pg_catalog.text,
+                          soft_delete_column::pg_catalog.text]
+             FROM authz.protected WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.oid",
+            &[table.into()],
+        )
+    })?;
+    Ok(row.and_then(|r| match r.as_slice() {
+        [Some(id), Some(rt), owner, soft] => Some((id.clone(), rt.clone(), owner.clone(), soft.clone())),
+        _ => None,
+    }))
+}
+
+/// Re-protecting a table without naming its soft delete column keeps the one it has: dropping
+/// soft delete is a decision (authz.unprotect(), then protect()), never a side effect.
+fn effective_soft_delete(table: pg_sys::Oid, given: Option<&str>) -> AuthzResult<Option<String>> {
+    match given {
+        Some(c) => Ok(Some(c.to_string())),
+        None => Ok(registration(table)?.and_then(|r| r.3)),
+    }
+}
+
+/// The exact SQL authz.protect() would run, for review: one statement per line group, in order.
 #[pg_extern(stable)]
 fn protect_sql(
-    relation: PgRelation,
+    relation: RelId,
     id_column: &str,
     resource_type: &str,
     owner_column: default!(Option<&str>, "NULL"),
     soft_delete_column: default!(Option<&str>, "NULL"),
 ) -> String {
-    let tbl = relation.oid();
-    drop(relation); // an open relation would block the ALTER TABLEs below
-    plan(tbl, id_column, resource_type, owner_column, soft_delete_column)
+    let tbl = relation.0;
+    let soft = effective_soft_delete(tbl, soft_delete_column).or_raise();
+    plan(tbl, id_column, resource_type, owner_column, soft.as_deref(), None)
         .or_raise()
         .into_iter()
-        .map(|p| p.sql)
-        .collect::<Vec<_>>()
-        .join("\n")
+        .flat_map(|t| t.statements)
+        .map(|s| format!("{s};\n"))
+        .collect()
 }
 
 /// Make PostgreSQL confine every client to its permitted rows of `tbl` (and its partitions).
@@ -246,21 +396,22 @@ fn protect_sql(
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn protect(
-    relation: PgRelation,
+    relation: RelId,
     id_column: &str,
     resource_type: &str,
     owner_column: default!(Option<&str>, "NULL"),
     soft_delete_column: default!(Option<&str>, "NULL"),
 ) -> String {
-    let tbl = relation.oid();
-    drop(relation); // an open relation would block the ALTER TABLEs below
+    let tbl = relation.0;
+    let name = db::qualified_name(tbl).or_raise();
     policy::require_manage("tables").or_raise();
     require_owner(tbl).or_raise();
-    let installed = install(tbl, id_column, resource_type, owner_column, soft_delete_column).or_raise();
-    let name = db::qualified_name(tbl).or_raise();
+    let soft = effective_soft_delete(tbl, soft_delete_column).or_raise();
+    let installed = install(tbl, id_column, resource_type, owner_column, soft.as_deref(), None).or_raise();
     if !has_leading_index(tbl, id_column).or_raise() {
         pgrx::warning!(
-            "{name} has no index on \"{id_column}\": every protected query will scan the whole table (CREATE INDEX ON {name} ({}))",
+            "{name} has no index on \"{}\": every protected query will scan the whole table (CREATE INDEX ON {name} ({}))",
+            crate::keys::printable(id_column, 64),
             quote_ident(id_column)
         );
     }
@@ -272,6 +423,31 @@ thread_local! {
     static INSTALLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Holds INSTALLING for its lifetime; dropping it (also while an ERROR unwinds) restores it.
+struct Installing(bool);
+
+impl Installing {
+    fn enter() -> Installing {
+        Installing(INSTALLING.with(|f| f.replace(true)))
+    }
+}
+
+impl Drop for Installing {
+    fn drop(&mut self) {
+        INSTALLING.with(|f| f.set(self.0));
+    }
+}
+
+/// Run a table's statements one at a time as its owner.
+fn run_as_owner(table: pg_sys::Oid, statements: &[String]) -> AuthzResult<()> {
+    privileged::run(Rights::OwnerOf(table), || {
+        for s in statements {
+            Spi::run(s)?;
+        }
+        Ok::<_, pgrx::spi::SpiError>(())
+    })
+}
+
 /// Run the rendered SQL on the table and its partitions and record them; no privilege checks here.
 fn install(
     tbl: pg_sys::Oid,
@@ -279,69 +455,74 @@ fn install(
     resource_type: &str,
     owner_column: Option<&str>,
     soft_delete_column: Option<&str>,
+    only: Option<&[pg_sys::Oid]>,
 ) -> AuthzResult<usize> {
-    let plans = plan(tbl, id_column, resource_type, owner_column, soft_delete_column)?;
-    let was = INSTALLING.with(|f| f.replace(true));
-    let result = (|| {
-        for p in &plans {
-            Spi::run(&p.sql)?;
-        }
+    let targets = plan(tbl, id_column, resource_type, owner_column, soft_delete_column, only)?;
+    let _installing = Installing::enter();
+    for t in &targets {
+        run_as_owner(t.table, &t.statements)?;
+    }
+    privileged::run(Rights::Superuser, || {
         Spi::run_with_args(
             "INSERT INTO authz.protected (tbl, id_column, resource_type, owner_column, soft_delete_column)
-             SELECT t, $2, $3, $4, $5 FROM unnest($1::oid[]) t
+             SELECT t, $2, $3, $4, $5 FROM pg_catalog.unnest($1::pg_catalog.oid[]) t
              ON CONFLICT (tbl) DO UPDATE SET id_column = excluded.id_column, resource_type = excluded.resource_type,
-                 owner_column = excluded.owner_column, soft_delete_column = excluded.soft_delete_column, protected_at = now()",
+                 owner_column = excluded.owner_column, soft_delete_column = excluded.soft_delete_column,
+                 protected_at = pg_catalog.now()",
             &[
-                plans.iter().map(|p| p.table).collect::<Vec<_>>().into(),
+                targets.iter().map(|t| t.table).collect::<Vec<_>>().into(),
                 id_column.into(),
                 resource_type.into(),
                 owner_column.into(),
                 soft_delete_column.into(),
             ],
         )
-    })();
-    INSTALLING.with(|f| f.set(was));
-    result?;
-    Ok(plans.len())
+    })?;
+    Ok(targets.len())
 }
 
 /// Called by the `authz_protect_partitions` event trigger after CREATE/ALTER TABLE: a partition
 /// created or attached under a protected table gets the same policies in the same statement, so
-/// it can never be queried directly unprotected. Returns how many parents were re-applied.
-#[pg_extern(volatile, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+/// it can never be queried directly unprotected (a name it cannot carry safely fails the DDL).
+/// Runs with the caller's rights: the policies are created as each partition's owner, and only the
+/// registration row is written with pg_authz's, extending a protection a manager already chose.
+/// Returns how many protected tables gained partitions.
+#[pg_extern(volatile)]
 fn _protect_new_partitions() -> i32 {
     if INSTALLING.with(|f| f.get()) {
         return 0;
     }
-    let parents = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT DISTINCT p.tbl::oid, p.id_column::text, p.resource_type, p.owner_column::text, p.soft_delete_column::text
-                 FROM authz.protected p, pg_partition_tree(p.tbl) t
-                 WHERE t.relid <> p.tbl AND NOT EXISTS (SELECT FROM authz.protected q WHERE q.tbl = t.relid)
-                   AND NOT EXISTS (SELECT FROM pg_inherits i JOIN authz.protected pp ON pp.tbl = i.inhparent
-                                   WHERE i.inhrelid = p.tbl)",
-                None,
-                &[],
-            )?
-            .map(|r| {
-                Ok::<_, pgrx::spi::SpiError>((
-                    r.get::<pg_sys::Oid>(1)?,
-                    r.get::<String>(2)?,
-                    r.get::<String>(3)?,
-                    r.get::<String>(4)?,
-                    r.get::<String>(5)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, _>>()
+    type Pending = (Option<pg_sys::Oid>, Option<String>, Option<String>, Option<String>, Option<String>, Option<Vec<pg_sys::Oid>>);
+    let pending: Vec<Pending> = privileged::run(Rights::Superuser, || {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT p.tbl::pg_catalog.oid, p.id_column::pg_catalog.text, p.resource_type,
+                            p.owner_column::pg_catalog.text, p.soft_delete_column::pg_catalog.text,
+                            pg_catalog.array_agg(t.relid::pg_catalog.oid)
+                     FROM authz.protected p, pg_catalog.pg_partition_tree(p.tbl) t
+                     WHERE t.relid OPERATOR(pg_catalog.<>) p.tbl
+                       AND NOT EXISTS (SELECT FROM authz.protected q WHERE q.tbl OPERATOR(pg_catalog.=) t.relid)
+                       AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                                       JOIN authz.protected pp ON pp.tbl OPERATOR(pg_catalog.=) i.inhparent
+                                       WHERE i.inhrelid OPERATOR(pg_catalog.=) p.tbl)
+                     GROUP BY 1, 2, 3, 4, 5",
+                    None,
+                    &[],
+                )?
+                .map(|r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
     })
-    .map_err(AuthzError::from)
     .or_raise();
     let mut n = 0;
-    for (tbl, id_column, resource_type, owner, soft) in parents {
-        let (Some(tbl), Some(id_column), Some(resource_type)) = (tbl, id_column, resource_type) else { continue };
-        install(tbl, &id_column, &resource_type, owner.as_deref(), soft.as_deref()).or_raise();
+    for (tbl, id_column, resource_type, owner, soft, partitions) in pending {
+        let (Some(tbl), Some(id_column), Some(resource_type), Some(partitions)) =
+            (tbl, id_column, resource_type, partitions)
+        else {
+            continue;
+        };
+        install(tbl, &id_column, &resource_type, owner.as_deref(), soft.as_deref(), Some(&partitions)).or_raise();
         n += 1;
     }
     n
@@ -351,138 +532,216 @@ fn _protect_new_partitions() -> i32 {
 /// where no other policy remains.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn unprotect(relation: PgRelation) -> bool {
-    let tbl = relation.oid();
-    drop(relation); // an open relation would block the ALTER TABLEs below
+fn unprotect(relation: RelId) -> bool {
+    let tbl = relation.0;
+    db::qualified_name(tbl).or_raise();
     policy::require_manage("tables").or_raise();
     require_owner(tbl).or_raise();
-    let tables = Spi::connect(|client| {
-        client
-            .select("SELECT tbl::oid FROM authz.protected WHERE tbl = $1 OR tbl IN (SELECT relid FROM pg_partition_tree($1))", None, &[tbl.into()])?
-            .map(|r| r.get::<pg_sys::Oid>(1))
-            .collect::<Result<Vec<_>, _>>()
+    let tree = partition_tree(tbl).or_raise();
+    let registered: Vec<pg_sys::Oid> = privileged::run(Rights::Superuser, || {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT tbl::pg_catalog.oid FROM authz.protected WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1)",
+                    None,
+                    &[tree.clone().into()],
+                )?
+                .map(|r| r.get::<pg_sys::Oid>(1))
+                .collect::<Result<Vec<_>, _>>()
+        })
     })
-    .map_err(AuthzError::from)
-    .or_raise();
-    for t in tables.iter().flatten() {
+    .or_raise()
+    .into_iter()
+    .flatten()
+    .collect();
+    for t in tree.iter().filter(|t| registered.contains(t)) {
         let name = db::qualified_name(*t).or_raise();
-        Spi::run(&render(UNPROTECT_TEMPLATE, &[("table", name.as_str())])).map_err(AuthzError::from).or_raise();
-        let others =
-            Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT FROM pg_policy WHERE polrelid = $1)", &[(*t).into()])
-                .map_err(AuthzError::from)
-                .or_raise();
+        let (policies, trigger) = installed_objects(*t).or_raise();
+        let mut sql = drop_statements(&name, &policies, trigger);
+        let others = db::select_one::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_policy WHERE polrelid OPERATOR(pg_catalog.=) $1
+                 AND polname::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ($2))",
+            &[(*t).into(), POLICY_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>().into()],
+        )
+        .or_raise();
         if others != Some(true) {
-            Spi::run(&format!(
-                "ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY; ALTER TABLE {name} DISABLE ROW LEVEL SECURITY"
-            ))
-            .map_err(AuthzError::from)
-            .or_raise();
+            sql.push(format!("ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY"));
+            sql.push(format!("ALTER TABLE {name} DISABLE ROW LEVEL SECURITY"));
         }
-        Spi::run_with_args("DELETE FROM authz.protected WHERE tbl = $1", &[(*t).into()])
-            .map_err(AuthzError::from)
-            .or_raise();
+        run_as_owner(*t, &sql).or_raise();
     }
-    !tables.is_empty()
+    privileged::run(Rights::Superuser, || {
+        Spi::run_with_args(
+            "DELETE FROM authz.protected WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1)",
+            &[registered.clone().into()],
+        )
+    })
+    .or_raise();
+    !registered.is_empty()
 }
 
 /// Undelete a soft-deleted row (by primary key) when the caller holds `restore` on its resource.
-/// A missing row and a forbidden one get the same answer, so existence does not leak.
+/// A missing row and a forbidden one get the same answer, so existence does not leak. The row is
+/// read and updated as the table's owner, and identified exactly: its own table and its ctid.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn restore(relation: PgRelation, id: &str) -> bool {
-    let tbl = relation.oid();
-    drop(relation); // an open relation would block the ALTER TABLEs below
-    let config = db::select_one::<Vec<Option<String>>>(
-        "SELECT ARRAY[id_column::text, resource_type, soft_delete_column::text] FROM authz.protected WHERE tbl = $1",
-        &[tbl.into()],
-    )
-    .or_raise()
-    .unwrap_or_default();
-    let (Some(Some(id_column)), Some(Some(resource_type)), Some(Some(soft))) =
-        (config.first().cloned(), config.get(1).cloned(), config.get(2).cloned())
-    else {
-        AuthzError::invalid(format!(
-            "{} is not protected with a soft delete column",
-            db::qualified_name(tbl).or_raise()
-        ))
-        .raise();
-    };
-    let pk = db::select_one::<String>(
-        "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-         WHERE i.indrelid = $1 AND i.indisprimary AND i.indnatts = 1",
-        &[tbl.into()],
-    )
-    .or_raise()
-    .unwrap_or_else(|| {
-        AuthzError::invalid("authz.restore() needs a single-column primary key")
-            .detail(format!("{} has none.", db::qualified_name(tbl).unwrap_or_default()))
-            .raise()
-    });
+fn restore(relation: RelId, id: &str) -> bool {
+    let tbl = relation.0;
     let name = db::qualified_name(tbl).or_raise();
-    let soft_type = column(tbl, &soft, "soft delete").or_raise().type_oid;
+    let Some((id_column, resource_type, _, Some(soft))) = registration(tbl).or_raise() else {
+        AuthzError::invalid(format!("{name} is not protected with a soft delete column")).raise();
+    };
+    let pk = db::select_one::<Vec<String>>(
+        "SELECT ARRAY[a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, a.atttypmod)]
+         FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+              ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
+         WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND i.indnatts OPERATOR(pg_catalog.=) 1",
+        &[tbl.into()],
+    )
+    .or_raise();
+    let Some([pk, pk_type]) = pk.as_deref() else {
+        AuthzError::invalid("authz.restore() needs a single-column primary key")
+            .detail(format!("{name} has none."))
+            .raise()
+    };
+    let soft_type = column_type(tbl, &soft, "soft delete").or_raise();
     let (deleted, undelete) = if soft_type == pg_sys::BOOLOID {
         (format!("{} IS TRUE", quote_ident(&soft)), "false")
     } else {
         (format!("{} IS NOT NULL", quote_ident(&soft)), "NULL")
     };
-    let resource = db::select_one::<String>(
-        &format!(
-            "SELECT {}::text FROM {name} WHERE {}::text = $1 AND {deleted}",
-            quote_ident(&id_column),
-            quote_ident(&pk)
-        ),
-        &[id.into()],
-    )
-    .or_raise();
-    let allowed = match &resource {
-        Some(r) => resolve::check_current(&resource_type, r, "restore").or_raise(),
-        None => false,
+    let rows: Vec<(Option<pg_sys::Oid>, Option<String>, Option<String>)> =
+        privileged::run(Rights::OwnerOf(tbl), || {
+            Spi::connect(|client| {
+                client
+                    .select(
+                        &format!(
+                            "SELECT t.tableoid, t.ctid::pg_catalog.text, {}::pg_catalog.text FROM {name} t
+                             WHERE {} OPERATOR(pg_catalog.=) CAST($1 AS {pk_type}) AND {deleted} LIMIT 2",
+                            quote_ident(&id_column),
+                            quote_ident(pk)
+                        ),
+                        None,
+                        &[id.into()],
+                    )?
+                    .map(|r| Ok((r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            })
+        })
+        .or_raise();
+    if rows.len() > 1 {
+        AuthzError::new(PgSqlErrorCode::ERRCODE_CARDINALITY_VIOLATION, format!("more than one deleted row with id {} in {name}", crate::keys::printable(id, 64)))
+            .detail("The primary key is unique per table; this table has inheritance children that repeat it.")
+            .hint("Restore from the child table that holds the row.")
+            .raise();
+    }
+    let found = rows.into_iter().next();
+    let allowed = match &found {
+        Some((_, _, Some(resource))) => resolve::check_current(&resource_type, resource, "restore").or_raise(),
+        _ => false,
     };
-    if !allowed {
+    let (true, Some((Some(holder), Some(ctid), _))) = (allowed, found) else {
         AuthzError::privilege(format!(
             "no deleted row with id {} in {name} that you may restore",
             crate::keys::printable(id, 64)
         ))
         .raise();
-    }
-    Spi::run_with_args(
-        &format!("UPDATE {name} SET {} = {undelete} WHERE {}::text = $1", quote_ident(&soft), quote_ident(&pk)),
-        &[id.into()],
-    )
-    .map_err(AuthzError::from)
+    };
+    let holder_name = db::qualified_name(holder).or_raise();
+    privileged::run(Rights::OwnerOf(holder), || {
+        Spi::run_with_args(
+            &format!(
+                "UPDATE ONLY {holder_name} SET {} = {undelete} WHERE ctid OPERATOR(pg_catalog.=) $1::pg_catalog.tid",
+                quote_ident(&soft)
+            ),
+            &[ctid.into()],
+        )
+    })
     .or_raise();
     true
 }
 
+/// The soft-delete trigger (BEFORE DELETE, FOR EACH ROW; arguments: column, 'flag'|'timestamp').
+/// A live row is marked deleted instead of removed — by an UPDATE of exactly that row (its own
+/// table, ONLY, by ctid) run as the table's owner, so the owner's triggers run with the owner's
+/// rights and the UPDATE policy (which the caller may not pass) does not apply; the DELETE policy
+/// already decided the caller may delete it. An already deleted row is removed for good.
+#[pg_trigger]
+fn _soft_delete<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    let misuse = |why: &str| {
+        AuthzError::config(format!("authz._soft_delete() {why}"))
+            .hint("It is installed by authz.protect(..., soft_delete_column => ...) and used by no one else.")
+            .raise()
+    };
+    if !matches!(trigger.level(), pgrx::PgTriggerLevel::Row)
+        || !matches!(trigger.when()?, pgrx::PgTriggerWhen::Before)
+        || !matches!(trigger.op()?, pgrx::PgTriggerOperation::Delete)
+    {
+        misuse("must be a BEFORE DELETE row trigger");
+    }
+    let args = trigger.extra_args()?;
+    let [column, kind] = args.as_slice() else { misuse("takes a column name and a kind") };
+    let value = match kind.as_str() {
+        "flag" => "true",
+        "timestamp" => "pg_catalog.now()",
+        _ => misuse("kind must be 'flag' or 'timestamp'"),
+    };
+    let Some(old) = trigger.old() else { misuse("fired without a row") };
+    let already_deleted = if kind == "flag" {
+        old.get_by_name::<bool>(column).map_err(|e| AuthzError::config(e.to_string())).or_raise() == Some(true)
+    } else {
+        let tuple = trigger.trigger_data().tg_trigtuple;
+        let column_c = std::ffi::CString::new(column.as_str()).unwrap_or_default();
+        // SAFETY: the trigger's own tuple and its relation's descriptor, both valid for this call.
+        unsafe {
+            let desc = (*trigger.trigger_data().tg_relation).rd_att;
+            let attnum = pg_sys::SPI_fnumber(desc, column_c.as_ptr());
+            if attnum <= 0 {
+                misuse("names a column the table does not have");
+            }
+            !pg_sys::heap_attisnull(tuple, attnum, desc)
+        }
+    };
+    if already_deleted {
+        return Ok(Some(old));
+    }
+    let rel = trigger.relid()?;
+    // SAFETY: tg_trigtuple is the row being deleted; its t_self is that row's ctid.
+    let ctid = unsafe { (*trigger.trigger_data().tg_trigtuple).t_self };
+    let ctid_text = format!(
+        "({},{})",
+        (u32::from(ctid.ip_blkid.bi_hi) << 16) | u32::from(ctid.ip_blkid.bi_lo),
+        ctid.ip_posid
+    );
+    let name = db::qualified_name(rel).or_raise();
+    privileged::run(Rights::OwnerOf(rel), || {
+        Spi::run_with_args(
+            &format!(
+                "UPDATE ONLY {name} SET {} = {value} WHERE ctid OPERATOR(pg_catalog.=) $1::pg_catalog.tid",
+                quote_ident(column)
+            ),
+            &[ctid_text.into()],
+        )
+    })
+    .or_raise();
+    Ok(None)
+}
+
 pgrx::extension_sql!(
     r#"
--- Soft delete trigger: runs as the extension owner so the row it marks is updated regardless of
--- the UPDATE policy (the DELETE policy already decided this caller may delete it).
-CREATE FUNCTION authz._soft_delete() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    col text := TG_ARGV[0];
-    kind text := TG_ARGV[1];
-    value jsonb := to_jsonb(OLD) -> col;
-BEGIN
-    IF value IS NOT NULL AND value <> 'null'::jsonb AND value <> 'false'::jsonb THEN
-        RETURN OLD;  -- already soft-deleted: a real delete (the policy required purge)
-    END IF;
-    EXECUTE format('UPDATE %s SET %I = %s WHERE ctid = $1', TG_RELID::regclass, col,
-                   CASE kind WHEN 'flag' THEN 'true' ELSE 'now()' END) USING OLD.ctid;
-    RETURN NULL;
-END
-$$;
-REVOKE ALL ON FUNCTION authz._soft_delete() FROM PUBLIC;
+-- A trigger function creates nothing by itself and elevates only to the owner of the table it
+-- fires on: any table owner may attach it (authz.protect() runs as the owner).
+GRANT EXECUTE ON FUNCTION authz._soft_delete() TO PUBLIC;
+-- Protecting new partitions only ever adds protection; the DDL's issuer calls it.
+GRANT EXECUTE ON FUNCTION authz._protect_new_partitions() TO PUBLIC;
 
 -- New partitions of protected tables are protected in the statement that creates or attaches them.
 CREATE FUNCTION authz._on_ddl_protect_partitions() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF EXISTS (SELECT FROM authz.protected p, pg_partition_tree(p.tbl) t
-               WHERE t.relid <> p.tbl AND NOT EXISTS (SELECT FROM authz.protected q WHERE q.tbl = t.relid)) THEN
-        PERFORM authz._protect_new_partitions();
-    END IF;
+    PERFORM authz._protect_new_partitions();
 END
 $$;
 CREATE EVENT TRIGGER authz_protect_partitions ON ddl_command_end
@@ -493,13 +752,13 @@ CREATE FUNCTION authz._on_drop_forget_tables() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM authz.protected
-    WHERE tbl::oid IN (SELECT objid FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table');
+    WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY(
+        SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table'));
 END
 $$;
 CREATE EVENT TRIGGER authz_forget_dropped_tables ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION authz._on_drop_forget_tables();
-REVOKE ALL ON FUNCTION authz._on_ddl_protect_partitions(), authz._on_drop_forget_tables(),
-    authz._protect_new_partitions() FROM PUBLIC;
+REVOKE ALL ON FUNCTION authz._on_drop_forget_tables() FROM PUBLIC;
 
 CREATE VIEW authz.protected_tables AS
 SELECT p.tbl AS table_name, p.id_column, p.resource_type, p.owner_column, p.soft_delete_column,
@@ -510,5 +769,5 @@ REVOKE ALL ON authz.protected_tables FROM PUBLIC;
 GRANT SELECT ON authz.protected_tables TO authz_admin;
 "#,
     name = "soft_delete_and_views",
-    requires = ["bootstrap", _protect_new_partitions],
+    requires = ["bootstrap", _protect_new_partitions, _soft_delete],
 );

@@ -334,6 +334,12 @@ fn verify_uncached(raw: &[u8]) -> AuthzResult<VerifiedToken> {
         found => found,
     };
     let user_id = match user {
+        // A subject is a name: control characters (NUL included) would forge log lines and
+        // never name a principal an administrator could have created.
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            return Err(AuthzError::token("token rejected: invalid user claim")
+                .detail(format!("The user claim \"{}\" contains a control character.", printable(claim_name, 64))))
+        }
         Some(Value::String(s)) if !s.is_empty() => s,
         Some(Value::String(_)) => {
             return Err(AuthzError::token("token rejected: missing user claim")
