@@ -50,9 +50,14 @@ thread_local! {
 /// The client's address never changes within a backend: look it up once.
 fn client_addr() -> Option<String> {
     CLIENT_ADDR.with(|c| {
-        // Read-only SPI: the audit path must never assign a transaction id (hot standby).
-        c.get_or_init(|| db::select_one::<String>("SELECT pg_catalog.inet_client_addr()::pg_catalog.text", &[]).ok().flatten())
-            .clone()
+        // A direct call, no SPI: the audit path runs inside hooks and must never start a query
+        // (or assign a transaction id, on a hot standby).
+        c.get_or_init(|| {
+            // SAFETY: inet_client_addr() takes no arguments and reads only the backend's Port.
+            unsafe { pgrx::direct_function_call::<pgrx::Inet>(pg_sys::inet_client_addr, &[]) }
+                .map(|inet| inet.0.split('/').next().unwrap_or_default().to_string())
+        })
+        .clone()
     })
 }
 
@@ -94,21 +99,29 @@ fn write_line(mut line: Map<String, Value>, count: u64) {
 fn record(key: String, build: impl FnOnce() -> Map<String, Value>) {
     // SAFETY: a plain read of the backend's statement state.
     let statement = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
-    let earlier = PENDING.with(|p| {
+    let (seen, mut earlier) = PENDING.with(|p| {
         let mut p = p.borrow_mut();
         let earlier = if p.0 != statement { std::mem::take(&mut p.1) } else { Vec::new() };
         p.0 = statement;
-        if let Some(e) = p.1.iter_mut().find(|e| e.key == key) {
-            e.count += 1;
-            return earlier;
+        match p.1.iter_mut().find(|e| e.key == key) {
+            Some(e) => {
+                e.count += 1;
+                (true, earlier)
+            }
+            None => (false, earlier),
         }
-        let mut earlier = earlier;
-        if p.1.len() >= MAX_PENDING {
-            earlier.extend(p.1.drain(..));
-        }
-        p.1.push(Pending { key, line: build(), count: 1 });
-        earlier
     });
+    if !seen {
+        // Built outside the borrow: building may call back into PostgreSQL.
+        let line = build();
+        PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.1.len() >= MAX_PENDING {
+                earlier.append(&mut p.1);
+            }
+            p.1.push(Pending { key, line, count: 1 });
+        });
+    }
     for e in earlier {
         write_line(e.line, e.count);
     }
@@ -183,11 +196,8 @@ pub fn decision(
         return;
     }
     let rule = rule.unwrap_or(if allowed { "allow" } else { "default deny" });
-    let key = format!(
-        "decision\0{:?}\0{}\0{resource_type}\0{action}\0{allowed}\0{rule}",
-        who.user_id,
-        who.source.as_str()
-    );
+    let key =
+        format!("decision\0{:?}\0{}\0{resource_type}\0{action}\0{allowed}\0{rule}", who.user_id, who.source.as_str());
     record(key, || {
         let mut m = base("decision");
         identity_fields(&mut m, who);

@@ -7,7 +7,9 @@
 //!   and rewrite the parallel handoff.
 //! - Every run (each FETCH of a cursor): re-check that plan again.
 //! - End of a top-level statement, and end of the transaction (commit or abort): write the audit
-//!   lines the statement aggregated, and forget statement state.
+//!   lines the statement aggregated, and forget statement state. Planning, executor start and
+//!   every run count as nesting, so the SPI queries pg_authz itself runs while resolving a set
+//!   never look like the end of the client's statement.
 //!
 //! Earlier hooks are called through pgrx's FFI boundary guard (pgrx's bindings of the standard_*
 //! functions carry it already; guarding those twice would abort on the first ERROR), so an ERROR
@@ -21,6 +23,7 @@ use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
 use crate::errors::OrRaise;
 use crate::{audit, elision, handoff};
 
+static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
@@ -56,6 +59,8 @@ fn at_top_level() -> bool {
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
     // SAFETY (whole function): query_desc is the executor's own, valid for this call.
     let stmt = (*query_desc).plannedstmt;
+    // What runs here (resolution, identity) is part of the statement, not a statement of its own.
+    let _nested = Nested::enter();
     if pg_sys::ParallelWorkerNumber < 0 {
         pg_sys::AcceptInvalidationMessages();
     }
@@ -71,6 +76,24 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
     }
 }
 
+/// Planning resolves permission sets (selectivity, index conditions) and may run SPI to load
+/// them: that is inside the statement being planned.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: std::ffi::c_int,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    let _nested = Nested::enter();
+    let prev = PREV_PLANNER;
+    // SAFETY: passes the planner's own arguments down the chain.
+    match prev {
+        Some(prev) => pg_guard_ffi_boundary(|| prev(parse, query_string, cursor_options, bound_params)),
+        None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+    }
+}
+
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_run(
     query_desc: *mut pg_sys::QueryDesc,
@@ -80,22 +103,34 @@ unsafe extern "C-unwind" fn executor_run(
 ) {
     // SAFETY: as above; the plan is the query descriptor's own.
     elision::check_plan((*query_desc).plannedstmt, false);
-    let _nested = Nested::enter();
-    let prev = PREV_EXECUTOR_RUN;
-    match prev {
-        Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc, direction, count, execute_once)),
-        None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
+    {
+        let _nested = Nested::enter();
+        let prev = PREV_EXECUTOR_RUN;
+        match prev {
+            Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc, direction, count, execute_once)),
+            None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
+        }
+    }
+    // The rows are out (or this FETCH's are): the client's statement has made its decisions.
+    if at_top_level() {
+        audit::flush();
     }
 }
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
-    let _nested = Nested::enter();
-    let prev = PREV_EXECUTOR_FINISH;
-    // SAFETY: passes the executor's own descriptor down the chain.
-    match prev {
-        Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc)),
-        None => pg_sys::standard_ExecutorFinish(query_desc),
+    {
+        let _nested = Nested::enter();
+        let prev = PREV_EXECUTOR_FINISH;
+        // SAFETY: passes the executor's own descriptor down the chain.
+        match prev {
+            Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc)),
+            None => pg_sys::standard_ExecutorFinish(query_desc),
+        }
+    }
+    // AFTER triggers have run.
+    if at_top_level() {
+        audit::flush();
     }
 }
 
@@ -165,6 +200,8 @@ pub fn init() {
     // SAFETY: _PG_init runs once per backend, before any statement; hooks are process globals
     // that PostgreSQL expects extensions to chain exactly like this.
     unsafe {
+        PREV_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(planner);
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor_start);
         PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;

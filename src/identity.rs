@@ -66,7 +66,10 @@ pub fn verified(raw: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
     let t = token::verify(raw)?;
     if model::current()?.principal_is_group(&t.user_id)? {
         let e = AuthzError::token("token rejected: subject is a group")
-            .detail(format!("Principal \"{}\" is a group; tokens identify users.", crate::keys::printable(&t.user_id, 64)))
+            .detail(format!(
+                "Principal \"{}\" is a group; tokens identify users.",
+                crate::keys::printable(&t.user_id, 64)
+            ))
             .hint("Issue the token for a user and make that user a member of the group.");
         crate::audit::token_rejected(&e);
         return Err(e);

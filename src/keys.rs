@@ -152,24 +152,28 @@ pub fn current() -> AuthzResult<Rc<KeySet>> {
 }
 
 fn load(generation: u64) -> AuthzResult<KeySet> {
-    let rows: Vec<(String, String, String, String, Option<String>, Option<String>)> = privileged::run(Rights::Superuser, || {
-        Spi::connect(|client| {
-            let table =
-                client.select("SELECT kid, alg, key_format, material, issuer, audience FROM authz.keys", None, &[])?;
-            let mut rows = Vec::new();
-            for row in table {
-                rows.push((
-                    row.get::<String>(1)?.unwrap_or_default(),
-                    row.get::<String>(2)?.unwrap_or_default(),
-                    row.get::<String>(3)?.unwrap_or_default(),
-                    row.get::<String>(4)?.unwrap_or_default(),
-                    row.get::<String>(5)?,
-                    row.get::<String>(6)?,
-                ));
-            }
-            Ok::<_, pgrx::spi::SpiError>(rows)
-        })
-    })?;
+    let rows: Vec<(String, String, String, String, Option<String>, Option<String>)> =
+        privileged::run(Rights::Superuser, || {
+            Spi::connect(|client| {
+                let table = client.select(
+                    "SELECT kid, alg, key_format, material, issuer, audience FROM authz.keys",
+                    None,
+                    &[],
+                )?;
+                let mut rows = Vec::new();
+                for row in table {
+                    rows.push((
+                        row.get::<String>(1)?.unwrap_or_default(),
+                        row.get::<String>(2)?.unwrap_or_default(),
+                        row.get::<String>(3)?.unwrap_or_default(),
+                        row.get::<String>(4)?.unwrap_or_default(),
+                        row.get::<String>(5)?,
+                        row.get::<String>(6)?,
+                    ));
+                }
+                Ok::<_, pgrx::spi::SpiError>(rows)
+            })
+        })?;
     cache::watch(crate::model::policy_table_oids());
     let mut keys = HashMap::new();
     for (kid, alg, format, material, issuer, audience) in rows {

@@ -84,7 +84,8 @@ impl Delegate {
         let overlaps = |a: &str, b: &str| a == "*" || b == "*" || a == b;
         let rules_of = |role: &str| self.model.rules_by_role.get(role).into_iter().flatten();
         let denied = self.grants.iter().any(|g| {
-            rules_of(&g.role).any(|r| !r.allow && r.resource_type == rule.resource_type && overlaps(&r.action, &rule.action))
+            rules_of(&g.role)
+                .any(|r| !r.allow && r.resource_type == rule.resource_type && overlaps(&r.action, &rule.action))
         });
         !denied
             && self.grants.iter().any(|g| {

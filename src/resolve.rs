@@ -16,8 +16,8 @@ use pgrx::prelude::*;
 
 use crate::errors::{AuthzError, AuthzResult, OrRaise};
 use crate::identity::{self, Identity};
-use crate::model::{self, action_matches, Hierarchy, Model, Pattern, Rule};
 use crate::keys::printable;
+use crate::model::{self, action_matches, Hierarchy, Model, Pattern, Rule};
 use crate::privileged::{self, Rights};
 use crate::{audit, cache};
 

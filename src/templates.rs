@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 
-use pgrx::prelude::*;
 use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable};
+use pgrx::prelude::*;
 
 use crate::db::{self, quote_ident, quote_literal};
 use crate::errors::{AuthzError, AuthzResult, OrRaise};
@@ -75,7 +75,8 @@ fn render(statement: &str, vars: &HashMap<&str, String>) -> AuthzResult<String> 
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| AuthzError::config("unterminated placeholder in a policy template"))?;
+        let end =
+            after.find("}}").ok_or_else(|| AuthzError::config("unterminated placeholder in a policy template"))?;
         let value = vars
             .get(&after[..end])
             .ok_or_else(|| AuthzError::config(format!("policy template placeholder {} has no value", &after[..end])))?;
@@ -492,7 +493,8 @@ fn _protect_new_partitions() -> i32 {
     if INSTALLING.with(|f| f.get()) {
         return 0;
     }
-    type Pending = (Option<pg_sys::Oid>, Option<String>, Option<String>, Option<String>, Option<String>, Option<Vec<pg_sys::Oid>>);
+    type Pending =
+        (Option<pg_sys::Oid>, Option<String>, Option<String>, Option<String>, Option<String>, Option<Vec<pg_sys::Oid>>);
     let pending: Vec<Pending> = privileged::run(Rights::Superuser, || {
         Spi::connect(|client| {
             client
@@ -630,10 +632,13 @@ fn restore(relation: RelId, id: &str) -> bool {
         })
         .or_raise();
     if rows.len() > 1 {
-        AuthzError::new(PgSqlErrorCode::ERRCODE_CARDINALITY_VIOLATION, format!("more than one deleted row with id {} in {name}", crate::keys::printable(id, 64)))
-            .detail("The primary key is unique per table; this table has inheritance children that repeat it.")
-            .hint("Restore from the child table that holds the row.")
-            .raise();
+        AuthzError::new(
+            PgSqlErrorCode::ERRCODE_CARDINALITY_VIOLATION,
+            format!("more than one deleted row with id {} in {name}", crate::keys::printable(id, 64)),
+        )
+        .detail("The primary key is unique per table; this table has inheritance children that repeat it.")
+        .hint("Restore from the child table that holds the row.")
+        .raise();
     }
     let found = rows.into_iter().next();
     let allowed = match &found {
@@ -710,11 +715,8 @@ fn _soft_delete<'a>(
     let rel = trigger.relid()?;
     // SAFETY: tg_trigtuple is the row being deleted; its t_self is that row's ctid.
     let ctid = unsafe { (*trigger.trigger_data().tg_trigtuple).t_self };
-    let ctid_text = format!(
-        "({},{})",
-        (u32::from(ctid.ip_blkid.bi_hi) << 16) | u32::from(ctid.ip_blkid.bi_lo),
-        ctid.ip_posid
-    );
+    let ctid_text =
+        format!("({},{})", (u32::from(ctid.ip_blkid.bi_hi) << 16) | u32::from(ctid.ip_blkid.bi_lo), ctid.ip_posid);
     let name = db::qualified_name(rel).or_raise();
     privileged::run(Rights::OwnerOf(rel), || {
         Spi::run_with_args(
@@ -758,7 +760,7 @@ END
 $$;
 CREATE EVENT TRIGGER authz_forget_dropped_tables ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION authz._on_drop_forget_tables();
-REVOKE ALL ON FUNCTION authz._on_drop_forget_tables() FROM PUBLIC;
+REVOKE ALL ON FUNCTION authz._on_ddl_protect_partitions(), authz._on_drop_forget_tables() FROM PUBLIC;
 
 CREATE VIEW authz.protected_tables AS
 SELECT p.tbl AS table_name, p.id_column, p.resource_type, p.owner_column, p.soft_delete_column,

@@ -231,9 +231,7 @@ fn a_partition_name_cannot_smuggle_sql_into_the_template() {
     partition_setup(&c);
     let mut olga = c.connect("olga");
     let evil = "x\n; ALTER ROLE olga SUPERUSER; --";
-    let r = olga.batch_execute(&format!(
-        "CREATE TABLE public.\"{evil}\" PARTITION OF public.events FOR VALUES IN (2)"
-    ));
+    let r = olga.batch_execute(&format!("CREATE TABLE public.\"{evil}\" PARTITION OF public.events FOR VALUES IN (2)"));
     assert_eq!(code(r), SqlState::INVALID_PARAMETER_VALUE, "a control character in a name must be refused");
     assert!(!is_superuser(&c, "olga"), "a partition name ran SQL as superuser");
     // The same name without its newline is just a name.
@@ -272,8 +270,31 @@ fn random_identifiers_through_protect_unprotect_and_partitions_run_only_the_temp
     let c = setup();
     let mut su = c.superuser();
     let pieces = [
-        "a", "Z", " ", "\"", "'", "--", "/*", "*/", ";", "$$", "$f$", "\\", "é", "表", "🦀", "%s", "%I", "{{table}}",
-        "ALTER ROLE mallory SUPERUSER", ")", "(", "E'", "\n", "\t", "\r",
+        "a",
+        "Z",
+        " ",
+        "\"",
+        "'",
+        "--",
+        "/*",
+        "*/",
+        ";",
+        "$$",
+        "$f$",
+        "\\",
+        "é",
+        "表",
+        "🦀",
+        "%s",
+        "%I",
+        "{{table}}",
+        "ALTER ROLE mallory SUPERUSER",
+        ")",
+        "(",
+        "E'",
+        "\n",
+        "\t",
+        "\r",
     ];
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let mut protected = 0;
@@ -282,12 +303,16 @@ fn random_identifiers_through_protect_unprotect_and_partitions_run_only_the_temp
         for _ in 0..(1 + rng.next() % 6) {
             name.push_str(rng.pick(&pieces));
         }
-        name.truncate(name.char_indices().take_while(|(i, _)| *i < 50).last().map(|(i, c)| i + c.len_utf8()).unwrap_or(0));
+        name.truncate(
+            name.char_indices().take_while(|(i, _)| *i < 50).last().map(|(i, c)| i + c.len_utf8()).unwrap_or(0),
+        );
         let mut col = String::new();
         for _ in 0..(1 + rng.next() % 4) {
             col.push_str(rng.pick(&pieces));
         }
-        col.truncate(col.char_indices().take_while(|(i, _)| *i < 40).last().map(|(i, c)| i + c.len_utf8()).unwrap_or(0));
+        col.truncate(
+            col.char_indices().take_while(|(i, _)| *i < 40).last().map(|(i, c)| i + c.len_utf8()).unwrap_or(0),
+        );
         let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
         let (t, tc) = (q(&name), q(&col));
@@ -302,7 +327,11 @@ fn random_identifiers_through_protect_unprotect_and_partitions_run_only_the_temp
         }
         let control = name.chars().chain(col.chars()).any(char::is_control);
         let r = su.execute(
-            &format!("SELECT authz.protect({}::regclass, {}, 'session', soft_delete_column => 'soft')", lit(&q(&name)), lit(&col)),
+            &format!(
+                "SELECT authz.protect({}::regclass, {}, 'session', soft_delete_column => 'soft')",
+                lit(&q(&name)),
+                lit(&col)
+            ),
             &[],
         );
         if control {
@@ -342,10 +371,8 @@ fn random_identifiers_through_protect_unprotect_and_partitions_run_only_the_temp
     assert!(protected >= 10, "too few names made it through PostgreSQL ({protected})");
     assert!(!is_superuser(&c, "mallory"));
     // Only pg_authz's own objects were ever created: no role, no function outside the extension.
-    let funcs: i64 = su
-        .query_one("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace", &[])
-        .unwrap()
-        .get(0);
+    let funcs: i64 =
+        su.query_one("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace", &[]).unwrap().get(0);
     assert_eq!(funcs, 0);
 }
 
@@ -446,7 +473,10 @@ fn a_delegate_cannot_confer_more_than_it_holds() {
     // The token path is the same: a delegate's token cannot assign itself more either.
     let mut m = c.connect("mallory");
     m.batch_execute(&format!("SET authz.token = '{}'", token("helper"))).unwrap();
-    assert_eq!(code(m.batch_execute("SELECT authz.assign_role('helper', 'rulemgr')")), SqlState::INSUFFICIENT_PRIVILEGE);
+    assert_eq!(
+        code(m.batch_execute("SELECT authz.assign_role('helper', 'rulemgr')")),
+        SqlState::INSUFFICIENT_PRIVILEGE
+    );
     // A superuser still can.
     su.batch_execute("SELECT authz.assign_role('newbie', 'rooter')").unwrap();
 }
@@ -563,10 +593,8 @@ fn a_failed_admin_call_leaves_no_state_behind() {
     }
     // The same backend then creates a partition of a protected table: it must be protected.
     su.batch_execute("CREATE TABLE events_2 PARTITION OF events FOR VALUES IN (2)").unwrap();
-    let policies: i64 = su
-        .query_one("SELECT count(*) FROM pg_policy WHERE polrelid = 'events_2'::regclass", &[])
-        .unwrap()
-        .get(0);
+    let policies: i64 =
+        su.query_one("SELECT count(*) FROM pg_policy WHERE polrelid = 'events_2'::regclass", &[]).unwrap().get(0);
     assert_eq!(policies, 4, "a partition created after a failed protect() is unprotected");
     // And the protected path answers as before in that backend.
     su.batch_execute(&format!("BEGIN; SET LOCAL authz.token = '{}'", token("alice"))).unwrap();
@@ -587,7 +615,8 @@ fn denied_checks_and_forged_tokens_are_logged_once_per_statement_with_a_count() 
     m.query("SELECT count(*) FILTER (WHERE authz.check('session', (g % 6 + 1)::text, 'write')) FROM generate_series(1, 20000) g", &[])
         .unwrap();
     m.batch_execute("SELECT 1").unwrap();
-    let forged = sign(&serde_json::json!({"sub": "alice", "exp": now() + 60}), Some(KID), "wrong-secret-wrong-secret-wrong!!");
+    let forged =
+        sign(&serde_json::json!({"sub": "alice", "exp": now() + 60}), Some(KID), "wrong-secret-wrong-secret-wrong!!");
     let _ = m.batch_execute(&format!("SET authz.token = '{forged}'"));
     let _ = m.query("SELECT count(*) FROM images", &[]);
     let _ = m.batch_execute("RESET authz.token");
@@ -607,9 +636,7 @@ fn denied_checks_and_forged_tokens_are_logged_once_per_statement_with_a_count() 
 fn a_statement_that_changes_no_row_invalidates_nothing() {
     let c = setup();
     // Autovacuum's statistics updates invalidate relation caches too: keep it out of the count.
-    c.superuser()
-        .batch_execute("ALTER SYSTEM SET autovacuum = off")
-        .unwrap();
+    c.superuser().batch_execute("ALTER SYSTEM SET autovacuum = off").unwrap();
     c.superuser().batch_execute("SELECT pg_reload_conf(); GRANT SELECT, UPDATE ON sessions TO mallory").unwrap();
     let mut reader = c.connect("postgres");
     reader.batch_execute("SET ROLE mallory; SELECT count(*) FROM images; RESET ROLE").unwrap();
@@ -645,10 +672,7 @@ fn no_internal_error_is_reachable_and_groups_are_never_an_identity() {
         "SELECT authz.restore(999999::oid::regclass, '1')",
     ] {
         let e = code(su.batch_execute(sql));
-        assert!(
-            e == SqlState::UNDEFINED_TABLE || e == SqlState::INVALID_PARAMETER_VALUE,
-            "{sql}: {e:?}"
-        );
+        assert!(e == SqlState::UNDEFINED_TABLE || e == SqlState::INVALID_PARAMETER_VALUE, "{sql}: {e:?}");
     }
     su.batch_execute(
         "SELECT authz.create_principal('staff', 'group');

@@ -8,8 +8,9 @@ use common::*;
 /// safety, settings and grants), tables and columns, triggers on pg_authz's tables, event triggers.
 const SCHEMA: &str = "
     SELECT 'function ' || p.oid::regprocedure::text || ' ' || p.prosecdef || ' ' || p.provolatile::text || ' '
-           || p.proparallel::text || ' ' || coalesce(p.proconfig::text, '') || ' ' || coalesce(p.proacl::text, '')
-    FROM pg_proc p WHERE p.pronamespace = 'authz'::regnamespace
+           || p.proparallel::text || ' ' || coalesce(p.proconfig::text, '') || ' ' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(p.proacl) a), '')
+           || ' ' || l.lanname || ' ' || md5(p.prosrc) || ' ' || coalesce(p.probin, '')
+    FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.pronamespace = 'authz'::regnamespace
     UNION ALL
     SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
     FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -18,7 +19,7 @@ const SCHEMA: &str = "
     SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' ' || coalesce(c.relacl::text, '')
     FROM pg_class c WHERE c.relnamespace = 'authz'::regnamespace AND c.relkind IN ('r', 'v')
     UNION ALL
-    SELECT 'trigger ' || t.tgrelid::regclass::text || ' ' || t.tgname || ' ' || t.tgfoid::regproc::text
+    SELECT 'trigger ' || pg_get_triggerdef(t.oid)
     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
     WHERE c.relnamespace = 'authz'::regnamespace AND NOT t.tgisinternal
     UNION ALL
@@ -75,11 +76,15 @@ fn policy_data_and_enforcement_survive_alter_extension_update() {
     assert_eq!(before.0, (vec![1, 2, 5, 6], 40));
     assert_eq!(before.1, (vec![3, 5, 6], 30));
 
+    // Every release in turn: 0.1.0 -> 0.2.0 -> the current one.
+    su.batch_execute("ALTER EXTENSION pg_authz UPDATE TO '0.2.0'").unwrap();
+    assert_eq!(policy_data(&mut su), before.2);
+    assert_eq!(seen(&alice), before.0);
     su.batch_execute("ALTER EXTENSION pg_authz UPDATE").unwrap();
     let version: String =
         su.query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_authz'", &[]).unwrap().get(0);
     assert_eq!(version, current);
-    assert_ne!(version, "0.1.0", "the test needs a newer default version to upgrade to");
+    assert_ne!(version, "0.2.0", "the test needs a newer default version to upgrade to");
 
     // Data and enforcement are unchanged, from an existing and from a new connection.
     assert_eq!(policy_data(&mut su), before.2);
@@ -88,6 +93,35 @@ fn policy_data_and_enforcement_survive_alter_extension_update() {
     // What the new version added works on the upgraded install.
     let uid: String = su.query_one("SELECT authz.verify_token($1)", &[&alice]).unwrap().get(0);
     assert_eq!(uid, "alice");
+
+    // The protected table's policies and triggers are what the current version renders, and the
+    // resource tables' invalidation triggers are the current ones.
+    let app_objects = |su: &mut Client| -> Vec<String> {
+        su.query(
+            "SELECT 'policy ' || polname || ' ' || coalesce(pg_get_expr(polqual, polrelid), '') || ' '
+                    || coalesce(pg_get_expr(polwithcheck, polrelid), '')
+             FROM pg_policy WHERE polrelid = 'images'::regclass
+             UNION ALL
+             SELECT 'trigger ' || pg_get_triggerdef(oid) FROM pg_trigger
+             WHERE tgrelid IN ('images'::regclass, 'sessions'::regclass, 'projects'::regclass) AND NOT tgisinternal
+             ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let upgraded_objects = app_objects(&mut su);
+    assert!(upgraded_objects.iter().any(|l| l.contains("OPERATOR(pg_catalog.") || l.contains("authz.permits")));
+    assert!(upgraded_objects.iter().any(|l| l.contains("FOR EACH ROW EXECUTE FUNCTION authz.invalidate_caches()")));
+    su.batch_execute(
+        "SELECT authz.protect('images', 'session_id', 'session');
+         SELECT authz.register_resource_type('project', 'projects', 'id', public_column => 'public');
+         SELECT authz.register_resource_type('session', 'sessions', 'id', 'project', 'project_id');",
+    )
+    .unwrap();
+    assert_eq!(upgraded_objects, app_objects(&mut su), "the upgrade did not re-render what 0.3.0 installs");
 
     // The upgraded schema is exactly a fresh install's.
     su.batch_execute("CREATE DATABASE fresh").unwrap();
