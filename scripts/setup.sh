@@ -4,7 +4,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo pgbouncer)
+PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo pgbouncer postgresql-15-pgaudit)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -4,7 +4,7 @@
 
 -- Cache invalidation: any committed change to a policy table or a registered resource table
 -- reaches every backend's caches. A row trigger, so that only rows that really changed count.
-CREATE FUNCTION authz._watch_table(tbl regclass) RETURNS void
+CREATE FUNCTION authz._unwatch_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid OPERATOR(pg_catalog.=) tbl AND g.tgname OPERATOR(pg_catalog.=) 'authz_invalidate') THEN
@@ -13,26 +13,43 @@ BEGIN
     IF EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid OPERATOR(pg_catalog.=) tbl AND g.tgname OPERATOR(pg_catalog.=) 'authz_invalidate_truncate') THEN
         EXECUTE format('DROP TRIGGER authz_invalidate_truncate ON %s', tbl);
     END IF;
+END
+$$;
+
+CREATE FUNCTION authz._watch_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._unwatch_table(tbl);
     EXECUTE format('CREATE TRIGGER authz_invalidate AFTER INSERT OR UPDATE OR DELETE ON %s
                     FOR EACH ROW EXECUTE FUNCTION authz.invalidate_caches()', tbl);
     EXECUTE format('CREATE TRIGGER authz_invalidate_truncate AFTER TRUNCATE ON %s
                     FOR EACH STATEMENT EXECUTE FUNCTION authz.invalidate_caches()', tbl);
 END
 $$;
-REVOKE ALL ON FUNCTION authz._watch_table(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION authz._watch_table(regclass), authz._unwatch_table(regclass) FROM PUBLIC;
 
 SELECT authz._watch_table(format('authz.%I', t)::regclass)
 FROM unnest(ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'resource_types',
                   'role_assignments', 'rules', 'keys']) t;
 
 -- Audit of policy changes: rows written only here, never key material.
+-- Only the policy tables' owner can write them, directly or through the SECURITY DEFINER API, so
+-- the trigger needs no rights of its own; it is not SECURITY DEFINER, and it can therefore see the
+-- writer's settings. A restore (pg_restore, or psql running a pg_dump script) loads the policy
+-- tables with COPY, or with INSERTs under pg_dump's empty search_path (the API always runs under
+-- its own pinned one): those rows were audited when they were first made, the restored audit table
+-- already holds them, and a restore writes no audit rows of its own. Every name is qualified.
 CREATE FUNCTION authz._audit_change() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
+    IF pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*COPY\s'
+       OR pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) '' THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO authz.audit_changes (token_sub, table_name, operation, old_value, new_value)
-    VALUES (authz._audit_actor(), TG_TABLE_NAME, lower(TG_OP),
-            CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) - 'material' END,
-            CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) - 'material' END);
+    VALUES (authz._audit_actor(), TG_TABLE_NAME, pg_catalog.lower(TG_OP),
+            CASE WHEN TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) 'material' END,
+            CASE WHEN TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) 'material' END);
     RETURN NULL;
 END
 $$;
@@ -268,14 +285,18 @@ $$;
 
 CREATE FUNCTION authz.assign_role(principal text, role text, resource_type text DEFAULT NULL, resource_id text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 BEGIN
     PERFORM authz._require_manage('principals');
-    PERFORM authz._require_principal(principal);
-    PERFORM authz._require_role(role);
-    PERFORM authz._require_scope(resource_type, resource_id);
-    PERFORM authz._require_may_confer(role, resource_type, resource_id);
+    PERFORM authz._require_principal(assign_role.principal);
+    PERFORM authz._require_role(assign_role.role);
+    PERFORM authz._require_scope(assign_role.resource_type, assign_role.resource_id);
+    PERFORM authz._require_may_confer(assign_role.role, assign_role.resource_type, assign_role.resource_id);
+    -- The conflict target is the natural key only: any other unique violation is an error, never a
+    -- silent "done" for a row that was not written.
     INSERT INTO authz.role_assignments (principal, role, resource_type, resource_id)
-    VALUES (principal, role, resource_type, resource_id) ON CONFLICT DO NOTHING;
+    VALUES (assign_role.principal, assign_role.role, assign_role.resource_type, assign_role.resource_id)
+    ON CONFLICT (principal, role, coalesce(resource_type, ''), coalesce(resource_id, '')) DO NOTHING;
 END
 $$;
 
@@ -394,6 +415,9 @@ BEGIN
     IF (parent_type IS NULL) <> (parent_column IS NULL) THEN
         RAISE EXCEPTION 'parent_type and parent_column go together' USING ERRCODE = '22023';
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = tbl) THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = '42P01';
+    END IF;
     IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = '42809',
             DETAIL = 'A resource type lists its ids in an ordinary or partitioned table, read as that table''s owner.';
@@ -443,8 +467,7 @@ BEGIN
         RAISE EXCEPTION 'unknown resource type "%"', name USING ERRCODE = '22023';
     END IF;
     IF t IS NOT NULL AND NOT EXISTS (SELECT FROM authz.resource_types r WHERE r.tbl = t) THEN
-        EXECUTE format('DROP TRIGGER IF EXISTS authz_invalidate ON %s', t);
-        EXECUTE format('DROP TRIGGER IF EXISTS authz_invalidate_truncate ON %s', t);
+        PERFORM authz._unwatch_table(t);
     END IF;
 END
 $$;

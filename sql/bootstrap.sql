@@ -126,3 +126,7 @@ SELECT pg_catalog.pg_extension_config_dump('authz.rules', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.keys', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.protected', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.audit_changes', '');
+-- ...and so is where their sequences stand: a restored install must not hand out ids again.
+SELECT pg_catalog.pg_extension_config_dump('authz.role_assignments_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('authz.rules_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('authz.audit_changes_id_seq', '');

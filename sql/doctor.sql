@@ -18,12 +18,54 @@ BEGIN
     FROM authz.protected p
     WHERE (SELECT count(*) FROM pg_policy WHERE polrelid = p.tbl AND polname IN ('authz_select', 'authz_insert', 'authz_update', 'authz_delete')) < 4;
 
+    -- Permissive policies are OR-ed: any other one lets rows through that pg_authz denies.
     RETURN QUERY
-    SELECT 'warning', format('%s policy %I', pol.polrelid::regclass, pol.polname),
+    SELECT 'error', format('%s policy %I', pol.polrelid::regclass, pol.polname),
            'another permissive policy on a protected table widens what pg_authz allows',
            'Make it AS RESTRICTIVE, or drop it.'
     FROM pg_policy pol JOIN authz.protected p ON p.tbl = pol.polrelid
     WHERE pol.polpermissive AND pol.polname NOT LIKE 'authz\_%';
+
+    -- A policy asking about a resource type nobody registered fails every query on its table.
+    RETURN QUERY
+    SELECT DISTINCT 'error', format('%s policy %I', pol.polrelid::regclass, pol.polname),
+           format('calls pg_authz for resource type %L, which is not registered', m[1]),
+           format('SELECT authz.register_resource_type(%L, ...); or fix the policy.', m[1])
+    FROM pg_policy pol,
+         LATERAL regexp_matches(coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') || ' ' ||
+                                coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), ''),
+                                'authz\.(?:permits|permits_row|check|require|permitted_ids)\([^'']*''((?:[^'']|'''')*)''', 'g') m
+    WHERE NOT EXISTS (SELECT FROM authz.resource_types t WHERE t.name = replace(m[1], '''''', ''''));
+
+    -- A new library with the old SQL (or the reverse) works only as far as they agree.
+    RETURN QUERY
+    SELECT 'warning', 'extension pg_authz',
+           format('the installed SQL is version %s but the loaded library is %s', authz.version(), authz.library_version()),
+           'ALTER EXTENSION pg_authz UPDATE;'
+    WHERE authz.version() IS DISTINCT FROM authz.library_version();
+
+    -- Tokens stay out of pg_stat_statements and the server log only in backends where the library
+    -- was loaded before the first statement.
+    RETURN QUERY
+    SELECT 'warning', 'setting session_preload_libraries',
+           'pg_authz is not preloaded: a token in statement text reaches pg_stat_statements and the server log unmasked until something loads the library',
+           'ALTER SYSTEM SET session_preload_libraries = ''pg_authz''; SELECT pg_reload_conf(); (new sessions), or add pg_authz to shared_preload_libraries after pg_stat_statements and pgaudit'
+    WHERE NOT EXISTS (
+        SELECT FROM unnest(string_to_array(current_setting('shared_preload_libraries') || ',' ||
+                                           current_setting('session_preload_libraries'), ',')) lib
+        WHERE regexp_replace(trim(lib), '^\$libdir/', '') = 'pg_authz');
+
+    -- Hooks run in reverse load order: a statistics or audit library loaded after pg_authz sees
+    -- statements before pg_authz masks them.
+    RETURN QUERY
+    SELECT 'warning', 'setting shared_preload_libraries',
+           format('%s is loaded after pg_authz and records statements before pg_authz masks their tokens', l.lib),
+           'List pg_authz after pg_stat_statements and pgaudit in shared_preload_libraries (or use session_preload_libraries).'
+    FROM (SELECT regexp_replace(trim(lib), '^\$libdir/', '') AS lib, n
+          FROM unnest(string_to_array(current_setting('shared_preload_libraries'), ',')) WITH ORDINALITY AS x(lib, n)) l
+    WHERE l.lib IN ('pg_stat_statements', 'pgaudit')
+      AND l.n > (SELECT min(n) FROM unnest(string_to_array(current_setting('shared_preload_libraries'), ',')) WITH ORDINALITY AS y(lib, n)
+                 WHERE regexp_replace(trim(lib), '^\$libdir/', '') = 'pg_authz');
 
     -- Partitions can be queried directly; each must carry the policies itself.
     RETURN QUERY

@@ -1,8 +1,14 @@
--- pg_authz 0.2.0 -> 0.3.0: the privilege boundary (issue #13). Policy data (principals, roles,
--- rules, keys, protected tables, audit) is untouched. This replaces the functions whose bodies
--- changed, turns the cache-invalidation triggers into row triggers, and re-renders the policies
--- of every protected table with the 0.3.0 templates (fully qualified operators and casts).
+-- pg_authz 0.2.0 -> 0.3.0. Policy data (principals, roles, rules, keys, protected tables, audit)
+-- is untouched. This brings the privilege boundary (#13) and the operations work (#14): functions
+-- whose bodies or signatures changed are replaced, the cache-invalidation triggers become row
+-- triggers, the policy tables' sequences are marked for pg_dump, DROP EXTENSION is guarded, and
+-- every protected table's policies are re-rendered with the 0.3.0 templates.
 \echo Use "ALTER EXTENSION pg_authz UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Backups keep where the policy tables' sequences stand.
+SELECT pg_catalog.pg_extension_config_dump('authz.role_assignments_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('authz.rules_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('authz.audit_changes_id_seq', '');
 
 -- Delegated administration: a delegate can confer only what it holds.
 CREATE FUNCTION authz."_require_may_confer"(
@@ -29,6 +35,42 @@ STABLE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_require_may_map_login_wrapper';
 
+-- Versions: the installed SQL, and the loaded library.
+CREATE OR REPLACE FUNCTION authz."version"() RETURNS TEXT /* String */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'version_wrapper';
+
+CREATE FUNCTION authz."library_version"() RETURNS TEXT /* & '_ str */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'library_version_wrapper';
+
+-- Keys: an existing kid is 42710 unless replace; a JWKS keeps its signing keys and skips the rest.
+DROP FUNCTION authz.add_key(text, text, text, text, text);
+CREATE FUNCTION authz."add_key"(
+	"kid" TEXT, /* & str */
+	"alg" TEXT, /* & str */
+	"key" TEXT, /* & str */
+	"issuer" TEXT DEFAULT NULL, /* Option < & str > */
+	"audience" TEXT DEFAULT NULL, /* Option < & str > */
+	"replace" bool DEFAULT false /* bool */
+) RETURNS TEXT /* String */
+SECURITY DEFINER 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_key_or_replace_wrapper';
+
+DROP FUNCTION authz.add_jwks(jsonb);
+CREATE FUNCTION authz."add_jwks"(
+	"jwks" jsonb, /* pgrx :: JsonB */
+	"replace" bool DEFAULT false /* bool */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT SECURITY DEFINER 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_jwks_or_replace_wrapper';
+
 -- The soft-delete trigger is now C and elevates only to the owner of the table it fires on.
 CREATE OR REPLACE FUNCTION authz._soft_delete() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', '_soft_delete_wrapper';
@@ -52,8 +94,21 @@ BEGIN
 END
 $$;
 
+-- Uninstalling: DROP EXTENSION is refused while tables are protected; uninstall() unprotects them.
+CREATE FUNCTION authz."uninstall"() RETURNS INT /* i32 */
+STRICT VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'uninstall_wrapper';
+
+CREATE FUNCTION authz._guard_drop_extension() RETURNS event_trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'authz_guard_drop_extension';
+REVOKE ALL ON FUNCTION authz._guard_drop_extension() FROM PUBLIC;
+CREATE EVENT TRIGGER authz_guard_drop_extension ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION') EXECUTE FUNCTION authz._guard_drop_extension();
+
 -- Row-level invalidation: only rows that really changed reach other backends' caches.
-CREATE FUNCTION authz._watch_table(tbl regclass) RETURNS void
+CREATE FUNCTION authz._unwatch_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid OPERATOR(pg_catalog.=) tbl AND g.tgname OPERATOR(pg_catalog.=) 'authz_invalidate') THEN
@@ -62,13 +117,37 @@ BEGIN
     IF EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid OPERATOR(pg_catalog.=) tbl AND g.tgname OPERATOR(pg_catalog.=) 'authz_invalidate_truncate') THEN
         EXECUTE format('DROP TRIGGER authz_invalidate_truncate ON %s', tbl);
     END IF;
+END
+$$;
+
+CREATE FUNCTION authz._watch_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._unwatch_table(tbl);
     EXECUTE format('CREATE TRIGGER authz_invalidate AFTER INSERT OR UPDATE OR DELETE ON %s
                     FOR EACH ROW EXECUTE FUNCTION authz.invalidate_caches()', tbl);
     EXECUTE format('CREATE TRIGGER authz_invalidate_truncate AFTER TRUNCATE ON %s
                     FOR EACH STATEMENT EXECUTE FUNCTION authz.invalidate_caches()', tbl);
 END
 $$;
-REVOKE ALL ON FUNCTION authz._watch_table(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION authz._watch_table(regclass), authz._unwatch_table(regclass) FROM PUBLIC;
+
+-- A restore writes no audit rows of its own.
+CREATE OR REPLACE FUNCTION authz._audit_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*COPY\s'
+       OR pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) '' THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO authz.audit_changes (token_sub, table_name, operation, old_value, new_value)
+    VALUES (authz._audit_actor(), TG_TABLE_NAME, pg_catalog.lower(TG_OP),
+            CASE WHEN TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) 'material' END,
+            CASE WHEN TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) 'material' END);
+    RETURN NULL;
+END
+$$;
+ALTER FUNCTION authz._audit_change() SECURITY INVOKER RESET search_path;
 
 CREATE OR REPLACE FUNCTION authz.create_principal(id text, kind text DEFAULT 'user', db_role name DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -151,14 +230,18 @@ $$;
 
 CREATE OR REPLACE FUNCTION authz.assign_role(principal text, role text, resource_type text DEFAULT NULL, resource_id text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 BEGIN
     PERFORM authz._require_manage('principals');
-    PERFORM authz._require_principal(principal);
-    PERFORM authz._require_role(role);
-    PERFORM authz._require_scope(resource_type, resource_id);
-    PERFORM authz._require_may_confer(role, resource_type, resource_id);
+    PERFORM authz._require_principal(assign_role.principal);
+    PERFORM authz._require_role(assign_role.role);
+    PERFORM authz._require_scope(assign_role.resource_type, assign_role.resource_id);
+    PERFORM authz._require_may_confer(assign_role.role, assign_role.resource_type, assign_role.resource_id);
+    -- The conflict target is the natural key only: any other unique violation is an error, never a
+    -- silent "done" for a row that was not written.
     INSERT INTO authz.role_assignments (principal, role, resource_type, resource_id)
-    VALUES (principal, role, resource_type, resource_id) ON CONFLICT DO NOTHING;
+    VALUES (assign_role.principal, assign_role.role, assign_role.resource_type, assign_role.resource_id)
+    ON CONFLICT (principal, role, coalesce(resource_type, ''), coalesce(resource_id, '')) DO NOTHING;
 END
 $$;
 
@@ -182,6 +265,9 @@ BEGIN
     END IF;
     IF (parent_type IS NULL) <> (parent_column IS NULL) THEN
         RAISE EXCEPTION 'parent_type and parent_column go together' USING ERRCODE = '22023';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = tbl) THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = '42P01';
     END IF;
     IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = '42809',
@@ -232,16 +318,155 @@ BEGIN
         RAISE EXCEPTION 'unknown resource type "%"', name USING ERRCODE = '22023';
     END IF;
     IF t IS NOT NULL AND NOT EXISTS (SELECT FROM authz.resource_types r WHERE r.tbl = t) THEN
-        EXECUTE format('DROP TRIGGER IF EXISTS authz_invalidate ON %s', t);
-        EXECUTE format('DROP TRIGGER IF EXISTS authz_invalidate_truncate ON %s', t);
+        PERFORM authz._unwatch_table(t);
     END IF;
+END
+$$;
+
+-- authz.doctor(): what would let rows escape the policies pg_authz installed, and how to fix it.
+CREATE OR REPLACE FUNCTION authz.doctor()
+RETURNS TABLE (severity text, object text, problem text, fix text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('tables');
+
+    -- Protected tables whose protection is incomplete.
+    RETURN QUERY
+    SELECT 'error', p.tbl::text, 'row level security is not enabled and forced',
+           format('SELECT authz.protect(%L, %L, %L);', p.tbl::text, p.id_column, p.resource_type)
+    FROM authz.protected p JOIN pg_class c ON c.oid = p.tbl
+    WHERE NOT (c.relrowsecurity AND c.relforcerowsecurity);
+
+    RETURN QUERY
+    SELECT 'error', p.tbl::text, 'some pg_authz policies are missing',
+           format('SELECT authz.protect(%L, %L, %L);', p.tbl::text, p.id_column, p.resource_type)
+    FROM authz.protected p
+    WHERE (SELECT count(*) FROM pg_policy WHERE polrelid = p.tbl AND polname IN ('authz_select', 'authz_insert', 'authz_update', 'authz_delete')) < 4;
+
+    -- Permissive policies are OR-ed: any other one lets rows through that pg_authz denies.
+    RETURN QUERY
+    SELECT 'error', format('%s policy %I', pol.polrelid::regclass, pol.polname),
+           'another permissive policy on a protected table widens what pg_authz allows',
+           'Make it AS RESTRICTIVE, or drop it.'
+    FROM pg_policy pol JOIN authz.protected p ON p.tbl = pol.polrelid
+    WHERE pol.polpermissive AND pol.polname NOT LIKE 'authz\_%';
+
+    -- A policy asking about a resource type nobody registered fails every query on its table.
+    RETURN QUERY
+    SELECT DISTINCT 'error', format('%s policy %I', pol.polrelid::regclass, pol.polname),
+           format('calls pg_authz for resource type %L, which is not registered', m[1]),
+           format('SELECT authz.register_resource_type(%L, ...); or fix the policy.', m[1])
+    FROM pg_policy pol,
+         LATERAL regexp_matches(coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') || ' ' ||
+                                coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), ''),
+                                'authz\.(?:permits|permits_row|check|require|permitted_ids)\([^'']*''((?:[^'']|'''')*)''', 'g') m
+    WHERE NOT EXISTS (SELECT FROM authz.resource_types t WHERE t.name = replace(m[1], '''''', ''''));
+
+    -- A new library with the old SQL (or the reverse) works only as far as they agree.
+    RETURN QUERY
+    SELECT 'warning', 'extension pg_authz',
+           format('the installed SQL is version %s but the loaded library is %s', authz.version(), authz.library_version()),
+           'ALTER EXTENSION pg_authz UPDATE;'
+    WHERE authz.version() IS DISTINCT FROM authz.library_version();
+
+    -- Tokens stay out of pg_stat_statements and the server log only in backends where the library
+    -- was loaded before the first statement.
+    RETURN QUERY
+    SELECT 'warning', 'setting session_preload_libraries',
+           'pg_authz is not preloaded: a token in statement text reaches pg_stat_statements and the server log unmasked until something loads the library',
+           'ALTER SYSTEM SET session_preload_libraries = ''pg_authz''; SELECT pg_reload_conf(); (new sessions), or add pg_authz to shared_preload_libraries after pg_stat_statements and pgaudit'
+    WHERE NOT EXISTS (
+        SELECT FROM unnest(string_to_array(current_setting('shared_preload_libraries') || ',' ||
+                                           current_setting('session_preload_libraries'), ',')) lib
+        WHERE regexp_replace(trim(lib), '^\$libdir/', '') = 'pg_authz');
+
+    -- Hooks run in reverse load order: a statistics or audit library loaded after pg_authz sees
+    -- statements before pg_authz masks them.
+    RETURN QUERY
+    SELECT 'warning', 'setting shared_preload_libraries',
+           format('%s is loaded after pg_authz and records statements before pg_authz masks their tokens', l.lib),
+           'List pg_authz after pg_stat_statements and pgaudit in shared_preload_libraries (or use session_preload_libraries).'
+    FROM (SELECT regexp_replace(trim(lib), '^\$libdir/', '') AS lib, n
+          FROM unnest(string_to_array(current_setting('shared_preload_libraries'), ',')) WITH ORDINALITY AS x(lib, n)) l
+    WHERE l.lib IN ('pg_stat_statements', 'pgaudit')
+      AND l.n > (SELECT min(n) FROM unnest(string_to_array(current_setting('shared_preload_libraries'), ',')) WITH ORDINALITY AS y(lib, n)
+                 WHERE regexp_replace(trim(lib), '^\$libdir/', '') = 'pg_authz');
+
+    -- Partitions can be queried directly; each must carry the policies itself.
+    RETURN QUERY
+    SELECT 'error', i.inhrelid::regclass::text, format('partition of protected table %s is not protected', i.inhparent::regclass),
+           format('SELECT authz.protect(%L, %L, %L);', p.tbl::text, p.id_column, p.resource_type)
+    FROM pg_inherits i JOIN authz.protected p ON p.tbl = i.inhparent
+    WHERE NOT EXISTS (SELECT FROM authz.protected q WHERE q.tbl = i.inhrelid);
+
+    RETURN QUERY
+    SELECT 'warning', p.tbl::text, format('no index leads with column %I: every query scans the table', p.id_column),
+           format('CREATE INDEX ON %s (%I);', p.tbl, p.id_column)
+    FROM authz.protected p
+    WHERE NOT EXISTS (
+        SELECT FROM pg_index x JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
+        WHERE x.indrelid = p.tbl AND a.attname = p.id_column)
+      AND (SELECT relkind FROM pg_class WHERE oid = p.tbl) = 'r';
+
+    -- Views run with their owner's rights unless security_invoker is set.
+    RETURN QUERY
+    SELECT DISTINCT 'error', v.oid::regclass::text,
+           format('view reads protected table %s with its owner''s rights', d.refobjid::regclass),
+           format('ALTER VIEW %s SET (security_invoker = true);', v.oid::regclass)
+    FROM pg_rewrite r
+    JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'v'
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+    JOIN authz.protected p ON p.tbl = d.refobjid
+    WHERE NOT coalesce(v.reloptions && ARRAY['security_invoker=true', 'security_invoker=on', 'security_invoker=1'], false);
+
+    -- Materialized views copy rows out from under row level security.
+    RETURN QUERY
+    SELECT DISTINCT 'error', v.oid::regclass::text,
+           format('materialized view holds rows of protected table %s without row level security', d.refobjid::regclass),
+           format('DROP MATERIALIZED VIEW %s; (or protect a table built from it)', v.oid::regclass)
+    FROM pg_rewrite r
+    JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'm'
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+    JOIN authz.protected p ON p.tbl = d.refobjid;
+
+    -- Roles that skip row level security entirely.
+    RETURN QUERY
+    SELECT 'warning', format('role %I', r.rolname),
+           CASE WHEN r.rolsuper THEN 'superuser login bypasses row level security' ELSE 'login with BYPASSRLS bypasses row level security' END,
+           CASE WHEN r.rolsuper THEN 'Keep applications and analysts off superuser logins.'
+                ELSE format('ALTER ROLE %I NOBYPASSRLS;', r.rolname) END
+    FROM pg_roles r
+    WHERE r.rolcanlogin AND (r.rolsuper OR r.rolbypassrls);
+
+    -- SECURITY DEFINER functions without a pinned search_path can be hijacked.
+    RETURN QUERY
+    SELECT 'warning', f.oid::regprocedure::text, 'SECURITY DEFINER function without a fixed search_path',
+           format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp;', f.oid::regprocedure)
+    FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
+    WHERE f.prosecdef
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'authz')
+      AND NOT EXISTS (SELECT FROM unnest(coalesce(f.proconfig, '{}')) c WHERE c LIKE 'search\_path=%');
+
+    -- Tables that carry a registered resource's id but are not protected.
+    RETURN QUERY
+    SELECT DISTINCT 'warning', c.oid::regclass::text,
+           format('column %I looks like a %s id but the table is not protected', a.attname, t.name),
+           format('SELECT authz.protect(%L, %L, %L);', c.oid::regclass::text, a.attname, t.name)
+    FROM authz.resource_types t
+    JOIN pg_attribute a ON a.attname IN (t.name || '_id', t.name || 'id') AND a.attnum > 0 AND NOT a.attisdropped
+    JOIN pg_class c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p')
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE t.tbl IS NOT NULL
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'authz')
+      AND NOT EXISTS (SELECT FROM authz.protected p WHERE p.tbl = c.oid)
+      AND NOT EXISTS (SELECT FROM authz.resource_types r WHERE r.tbl = c.oid);
 END
 $$;
 
 SELECT authz._watch_table(format('authz.%I', t)::regclass)
 FROM unnest(ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'resource_types',
                   'role_assignments', 'rules', 'keys']) t;
-SELECT authz._watch_table(t.tbl) FROM authz.resource_types t WHERE t.tbl IS NOT NULL;
+SELECT authz._watch_table(t.tbl) FROM authz.resource_types t WHERE t.tbl IS NOT NULL GROUP BY t.tbl;
 
 -- Re-render every protected table's policies with 0.3.0's templates. Partitions follow their root.
 SELECT authz.protect(p.tbl, p.id_column, p.resource_type, p.owner_column, p.soft_delete_column)

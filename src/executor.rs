@@ -159,6 +159,12 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
+    // A statement that carries a token goes down the chain (pg_stat_statements, pgaudit) as a
+    // copy of its own text with the token masked (src/redact.rs).
+    let (pstmt, query_string) = match redacted_statement(pstmt, query_string) {
+        Some(replacement) => replacement,
+        None => (pstmt, query_string),
+    };
     {
         let _nested = Nested::enter();
         let prev = PREV_PROCESS_UTILITY;
@@ -182,6 +188,42 @@ unsafe extern "C-unwind" fn process_utility(
     if at_top_level() {
         audit::flush();
     }
+}
+
+/// The statement's own slice of `query_string`, with tokens masked, and a shallow copy of the
+/// planned statement pointing at all of it; `None` when the statement carries no token.
+unsafe fn redacted_statement(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+) -> Option<(*mut pg_sys::PlannedStmt, *const std::ffi::c_char)> {
+    if pstmt.is_null() || query_string.is_null() {
+        return None;
+    }
+    // SAFETY: query_string is the NUL-terminated source text PostgreSQL passed the hook, and
+    // stmt_location/stmt_len delimit this statement inside it (or are -1/0: the whole text).
+    let whole = std::ffi::CStr::from_ptr(query_string).to_bytes();
+    let (location, len) = ((*pstmt).stmt_location, (*pstmt).stmt_len);
+    let start = usize::try_from(location).unwrap_or(0).min(whole.len());
+    let end = match usize::try_from(len) {
+        Ok(n) if n > 0 && location >= 0 => (start + n).min(whole.len()),
+        _ => whole.len(),
+    };
+    let own = std::ffi::CString::new(whole.get(start..end)?).ok()?;
+    let masked = crate::redact::mask_c(own.as_ptr())?;
+    let copy = pg_sys::palloc(std::mem::size_of::<pg_sys::PlannedStmt>()) as *mut pg_sys::PlannedStmt;
+    std::ptr::copy_nonoverlapping(pstmt, copy, 1);
+    (*copy).stmt_location = 0;
+    (*copy).stmt_len = 0;
+    // PostgreSQL identified a utility statement by a hash of its original text, token and all:
+    // one pg_stat_statements entry per token. Identify it by its masked text instead (a fixed-key
+    // hasher, so every backend computes the same id).
+    if (*copy).queryId != 0 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        masked.as_bytes().hash(&mut h);
+        (*copy).queryId = h.finish().max(1);
+    }
+    Some((copy, pg_sys::pstrdup(masked.as_ptr())))
 }
 
 #[pgrx::pg_guard]

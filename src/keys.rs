@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use pgrx::prelude::*;
 
@@ -205,6 +205,17 @@ fn validate_kid(kid: &str) -> AuthzResult<()> {
     Ok(())
 }
 
+/// What storing a key did.
+#[derive(PartialEq)]
+enum Stored {
+    Added,
+    Replaced,
+    Unchanged,
+}
+
+/// Store a key. An existing kid is replaced only when asked (rotation in place); otherwise the
+/// same key again is a no-op and a different one is 42710. `created_at` comes from the proposed
+/// row (its default), not from a function call in the conflict clause.
 fn store(
     kid: &str,
     alg: &str,
@@ -212,35 +223,58 @@ fn store(
     material: &str,
     issuer: Option<&str>,
     audience: Option<&str>,
-) -> AuthzResult<()> {
+    replace: bool,
+) -> AuthzResult<Stored> {
+    let existing = privileged::run(Rights::Superuser, || {
+        db::select_one::<bool>(
+            "SELECT (alg, key_format, material, issuer, audience) IS NOT DISTINCT FROM ($2, $3, $4, $5, $6)
+             FROM authz.keys WHERE kid OPERATOR(pg_catalog.=) $1",
+            &[kid.into(), alg.into(), format.into(), material.into(), issuer.into(), audience.into()],
+        )
+    })?;
+    let outcome = match existing {
+        None => Stored::Added,
+        Some(true) if !replace => return Ok(Stored::Unchanged),
+        Some(_) if replace => Stored::Replaced,
+        Some(_) => {
+            return Err(AuthzError::new(
+                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                format!("key \"{}\" already exists", printable(kid, 64)),
+            )
+            .detail("A different key is registered under this kid.")
+            .hint("Pass replace => true to rotate it in place, or revoke_key() it first."))
+        }
+    };
     privileged::run(Rights::Superuser, || {
         Spi::run_with_args(
             "INSERT INTO authz.keys (kid, alg, key_format, material, issuer, audience) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (kid) DO UPDATE SET alg = excluded.alg, key_format = excluded.key_format,
                  material = excluded.material, issuer = excluded.issuer, audience = excluded.audience,
-                 created_at = pg_catalog.now()",
+                 created_at = excluded.created_at",
             &[kid.into(), alg.into(), format.into(), material.into(), issuer.into(), audience.into()],
         )
     })?;
-    Ok(())
+    Ok(outcome)
 }
 
-/// Register (or replace) a verification key: an HMAC secret or a PEM public key.
-#[pg_extern(security_definer)]
+/// Register a verification key: an HMAC secret or a PEM public key. A kid already in use is
+/// 42710 unless `replace` (the same key again is accepted as it is).
+#[pg_extern(security_definer, name = "add_key")]
 #[search_path(pg_catalog, pg_temp)]
-fn add_key(
+fn add_key_or_replace(
     kid: &str,
     alg: &str,
     key: &str,
     issuer: default!(Option<&str>, "NULL"),
     audience: default!(Option<&str>, "NULL"),
+    replace: default!(bool, "false"),
 ) -> String {
     require_key_admin().or_raise();
     validate_kid(kid).or_raise();
     let algorithm = parse_alg(alg).or_raise();
     let format = if is_hmac(algorithm) { "secret" } else { "pem" };
     verifier(algorithm, format, key).or_raise();
-    store(kid, alg, format, key, issuer, audience).or_raise();
+    store(kid, alg, format, key, issuer, audience, replace).or_raise();
     kid.to_string()
 }
 
@@ -263,35 +297,75 @@ fn jwk_algorithm(jwk: &Jwk) -> AuthzResult<Algorithm> {
     }
 }
 
-/// Import every RSA, EC and OKP key of an identity provider's JWKS, keeping each `kid`.
-/// All or nothing: one unusable key rejects the whole set.
-#[pg_extern(security_definer)]
+/// One JWKS entry, checked: `(kid, alg, material)` or why it cannot verify tokens.
+fn usable_jwk(index: usize, key: &serde_json::Value) -> Result<(String, String, String), String> {
+    let name = key.get("kid").and_then(|k| k.as_str()).map(str::to_string);
+    let label = name.as_deref().map(|k| format!("key \"{}\"", printable(k, 64))).unwrap_or(format!("key #{index}"));
+    let Some(kid) = name else { return Err(format!("{label}: no kid")) };
+    validate_kid(&kid).map_err(|e| format!("{label}: {}", e.message))?;
+    if let Some(usage) = key.get("use").and_then(|u| u.as_str()) {
+        if usage != "sig" {
+            return Err(format!("{label}: \"use\": \"{}\" (not a signing key)", printable(usage, 16)));
+        }
+    }
+    let jwk: Jwk = serde_json::from_value(key.clone()).map_err(|e| format!("{label}: unsupported ({e})"))?;
+    let alg = jwk_algorithm(&jwk).map_err(|e| format!("{label}: {}", e.message))?;
+    let material = serde_json::to_string(&jwk).map_err(|e| format!("{label}: {e}"))?;
+    verifier(alg, "jwk", &material).map_err(|e| format!("{label}: {}", e.message))?;
+    Ok((kid, format!("{alg:?}"), material))
+}
+
+/// Import the signing keys of an identity provider's JWKS, keeping each `kid`. Keys pg_authz
+/// cannot verify tokens with (`"use": "enc"`, RSA-OAEP, P-521, symmetric keys) are skipped with a
+/// NOTICE naming their kid; the call fails (22023) only when no usable key remains, saying why
+/// for each. Returns the kids imported. `replace` as for add_key().
+#[pg_extern(security_definer, name = "add_jwks")]
 #[search_path(pg_catalog, pg_temp)]
-fn add_jwks(jwks: pgrx::JsonB) -> Vec<String> {
+fn add_jwks_or_replace(jwks: pgrx::JsonB, replace: default!(bool, "false")) -> Vec<String> {
     require_key_admin().or_raise();
-    let set: JwkSet = serde_json::from_value(jwks.0)
-        .map_err(|e| {
-            AuthzError::invalid("not a JWKS document").detail(e.to_string()).hint("Expected {\"keys\": [ ... ]}.")
-        })
-        .or_raise();
-    let mut prepared = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        let kid = jwk
-            .common
-            .key_id
-            .clone()
-            .ok_or_else(|| AuthzError::invalid(format!("JWKS key #{} has no kid", i + 1)))
-            .or_raise();
-        validate_kid(&kid).or_raise();
-        let alg = jwk_algorithm(jwk).or_raise();
-        let material = serde_json::to_string(jwk).unwrap_or_default();
-        verifier(alg, "jwk", &material).or_raise();
-        prepared.push((kid, format!("{alg:?}"), material));
+    let Some(keys) = jwks.0.get("keys").and_then(|k| k.as_array()) else {
+        AuthzError::invalid("not a JWKS document").hint("Expected {\"keys\": [ ... ]}.").raise()
+    };
+    let mut usable = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        match usable_jwk(i + 1, key) {
+            Ok(k) => usable.push(k),
+            Err(why) => skipped.push(why),
+        }
     }
-    for (kid, alg, material) in &prepared {
-        store(kid, alg, "jwk", material, None, None).or_raise();
+    if usable.is_empty() {
+        AuthzError::invalid("the JWKS holds no key pg_authz can verify tokens with")
+            .detail(if skipped.is_empty() { "It holds no keys.".to_string() } else { skipped.join("; ") })
+            .hint("pg_authz verifies RS*, PS*, ES256, ES384 and EdDSA signatures; HMAC secrets go through add_key().")
+            .raise();
     }
-    prepared.into_iter().map(|(kid, _, _)| kid).collect()
+    for why in &skipped {
+        pgrx::notice!("skipping {why}");
+    }
+    for (kid, alg, material) in &usable {
+        store(kid, alg, "jwk", material, None, None, replace).or_raise();
+    }
+    usable.into_iter().map(|(kid, _, _)| kid).collect()
+}
+
+/// The 0.2.0 entry points' C symbols, for a database whose SQL is still 0.2.0 or older while this
+/// library is loaded (between installing the package and `ALTER EXTENSION pg_authz UPDATE`):
+/// they keep working, without `replace`, instead of failing to unbox an argument they lack.
+#[pg_extern(sql = false)]
+fn add_key(
+    kid: &str,
+    alg: &str,
+    key: &str,
+    issuer: default!(Option<&str>, "NULL"),
+    audience: default!(Option<&str>, "NULL"),
+) -> String {
+    add_key_or_replace(kid, alg, key, issuer, audience, false)
+}
+
+#[pg_extern(sql = false)]
+fn add_jwks(jwks: pgrx::JsonB) -> Vec<String> {
+    add_jwks_or_replace(jwks, false)
 }
 
 /// Remove a key: tokens signed with it stop verifying in every backend at commit.

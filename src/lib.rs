@@ -15,10 +15,12 @@ mod gucs;
 mod handoff;
 mod identity;
 mod keys;
+mod lifecycle;
 mod model;
 mod permits;
 mod policy;
 mod privileged;
+mod redact;
 mod resolve;
 mod templates;
 mod token;
@@ -34,12 +36,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     cache::init();
     executor::init();
-}
-
-/// The extension's version.
-#[pg_extern(immutable, parallel_safe)]
-fn version() -> &'static str {
-    env!("CARGO_PKG_VERSION")
+    redact::init();
 }
 
 /// Validate a rule pattern (22023 when malformed); used by the management functions.
@@ -63,14 +60,6 @@ fn cache_stats() -> pgrx::JsonB {
 #[pg_schema]
 mod tests {
     use pgrx::prelude::*;
-
-    #[pg_test]
-    fn version_matches_crate() {
-        assert_eq!(
-            Spi::get_one::<String>("SELECT authz.version()").unwrap().as_deref(),
-            Some(env!("CARGO_PKG_VERSION"))
-        );
-    }
 
     #[pg_test]
     fn settings_are_registered() {

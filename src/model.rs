@@ -385,7 +385,16 @@ impl Model {
     }
 }
 
+/// The actions pg_authz's own templates and administration ask about.
+pub const BUILTIN_ACTIONS: [&str; 8] =
+    ["read", "write", "write_own", "delete", "delete_own", "restore", "purge", "manage"];
+
 impl Model {
+    /// Does any rule name this action (a `*` rule names none), or is it one pg_authz asks about?
+    pub fn action_is_known(&self, action: &str) -> bool {
+        BUILTIN_ACTIONS.contains(&action) || self.rules_by_role.values().flatten().any(|r| r.action == action)
+    }
+
     /// Is this principal id a group? (Cached per model: principal rows are policy tables.)
     pub fn principal_is_group(&self, id: &str) -> AuthzResult<bool> {
         if let Some(g) = self.groups.borrow().get(id) {

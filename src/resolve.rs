@@ -513,9 +513,44 @@ fn decide_nodes(model: &Model, identity: &Identity, nodes: Vec<Node>, action: &s
     Ok(Decision { allowed, reason, matches })
 }
 
+thread_local! {
+    /// Actions already warned about, with the cache generation they were warned under.
+    static WARNED_ACTIONS: RefCell<(u64, Vec<String>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// A WARNING (once per backend and policy generation) for an action no rule and no template uses:
+/// `check('session', '1', 'reed')` is default deny, and a typo should not look like a policy.
+fn warn_if_unknown_action(action: &str) -> AuthzResult<()> {
+    let model = model::current()?;
+    if model.action_is_known(action) {
+        return Ok(());
+    }
+    let first = WARNED_ACTIONS.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.0 != model.generation {
+            *w = (model.generation, Vec::new());
+        }
+        if w.1.iter().any(|a| a == action) || w.1.len() >= 64 {
+            return false;
+        }
+        w.1.push(action.to_string());
+        true
+    });
+    if first {
+        pgrx::warning!(
+            "no rule mentions action \"{}\": it is always denied (known actions: {} and those in authz.rules)",
+            printable(action, 64),
+            model::BUILTIN_ACTIONS.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Check one id: for types with a table this is membership in the cached permitted set, so a check
 /// always agrees with what row-level security lets through.
 pub fn check_current(resource_type: &str, id: &str, action: &str) -> AuthzResult<bool> {
+    validate_action(action)?;
+    warn_if_unknown_action(action)?;
     let identity = identity::current()?;
     let model = model::current()?;
     let rt = model.resource_type(resource_type)?;
@@ -561,6 +596,8 @@ fn permits_row(
 /// The ids of `resource_type` the current identity may use for `action`.
 #[pg_extern(stable, parallel_safe)]
 fn permitted_ids(resource_type: &str, action: &str) -> Vec<String> {
+    validate_action(action).or_raise();
+    warn_if_unknown_action(action).or_raise();
     let identity = identity::current().or_raise();
     let p = permitted_for(&identity, resource_type, action).or_raise();
     audit::set_decision(&identity, &p);

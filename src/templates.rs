@@ -539,7 +539,12 @@ fn unprotect(relation: RelId) -> bool {
     db::qualified_name(tbl).or_raise();
     policy::require_manage("tables").or_raise();
     require_owner(tbl).or_raise();
-    let tree = partition_tree(tbl).or_raise();
+    unprotect_table(tbl).or_raise()
+}
+
+/// Unprotect a table and its partitions (no privilege checks here); false when none was protected.
+pub fn unprotect_table(tbl: pg_sys::Oid) -> AuthzResult<bool> {
+    let tree = partition_tree(tbl)?;
     let registered: Vec<pg_sys::Oid> = privileged::run(Rights::Superuser, || {
         Spi::connect(|client| {
             client
@@ -551,35 +556,32 @@ fn unprotect(relation: RelId) -> bool {
                 .map(|r| r.get::<pg_sys::Oid>(1))
                 .collect::<Result<Vec<_>, _>>()
         })
-    })
-    .or_raise()
+    })?
     .into_iter()
     .flatten()
     .collect();
     for t in tree.iter().filter(|t| registered.contains(t)) {
-        let name = db::qualified_name(*t).or_raise();
-        let (policies, trigger) = installed_objects(*t).or_raise();
+        let name = db::qualified_name(*t)?;
+        let (policies, trigger) = installed_objects(*t)?;
         let mut sql = drop_statements(&name, &policies, trigger);
         let others = db::select_one::<bool>(
             "SELECT EXISTS (SELECT FROM pg_catalog.pg_policy WHERE polrelid OPERATOR(pg_catalog.=) $1
                  AND polname::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ($2))",
             &[(*t).into(), POLICY_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>().into()],
-        )
-        .or_raise();
+        )?;
         if others != Some(true) {
             sql.push(format!("ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY"));
             sql.push(format!("ALTER TABLE {name} DISABLE ROW LEVEL SECURITY"));
         }
-        run_as_owner(*t, &sql).or_raise();
+        run_as_owner(*t, &sql)?;
     }
     privileged::run(Rights::Superuser, || {
         Spi::run_with_args(
             "DELETE FROM authz.protected WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1)",
             &[registered.clone().into()],
         )
-    })
-    .or_raise();
-    !registered.is_empty()
+    })?;
+    Ok(!registered.is_empty())
 }
 
 /// Undelete a soft-deleted row (by primary key) when the caller holds `restore` on its resource.

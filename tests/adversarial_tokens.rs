@@ -1061,3 +1061,51 @@ fn trailing_whitespace_is_reported_as_malformed() {
         assert_eq!(env.rejected(&tok, "trailing whitespace"), "token rejected: malformed", "{tok:?}");
     }
 }
+
+/// An identity provider's key set as Keycloak publishes it: a signing key, an encryption key of
+/// the same RSA modulus (`"use": "enc"`, `RSA-OAEP`), and a P-521 key pg_authz does not verify.
+/// Only the signing key is imported (the others are skipped with a NOTICE naming their kid);
+/// a set with no usable key is 22023 saying why for each; importing the same set again changes
+/// nothing; a kid in use is 42710 unless `replace => true` rotates it.
+#[test]
+fn keycloak_style_jwks_imports_its_signing_keys_and_skips_the_rest() {
+    let env = Env::start();
+    let mut su = env.c.superuser();
+    let enc = json!({"kid": "enc-1", "kty": "RSA", "alg": "RSA-OAEP", "use": "enc", "n": ATTACKER_N, "e": "AQAB"});
+    let p521 = json!({"kid": "p521", "kty": "EC", "crv": "P-521", "use": "sig",
+                      "x": "AHKZLLOsCOzz5cY97ewNUajB957y-C-U88c3v13nmGZx6sYl_oJXu9A5RkTKqjqvjyekWF-7ytDyRXYgCF5cj0Kt",
+                      "y": "AdymlHvOiLxXkEhayXQnNCvDX4h9htZaCJN34kfmC6pV5OhQHiraVySsUdaQkAgDPrwQrJmbnX9cwlGfP-HqHZR1"});
+    let sig = json!({"kid": "sig-1", "kty": "RSA", "alg": "RS256", "use": "sig", "n": ATTACKER_N, "e": "AQAB"});
+    let jwks = json!({"keys": [enc, p521, sig]});
+    let kids: Vec<String> =
+        su.query_one("SELECT authz.add_jwks($1::text::jsonb)", &[&jwks.to_string()]).unwrap().get(0);
+    assert_eq!(kids, vec!["sig-1"]);
+    let attacker = EncodingKey::from_rsa_pem(ATTACKER_RSA_PRIVATE.as_bytes()).unwrap();
+    let tok = signed(Algorithm::RS256, Some("sig-1"), &alice_claims(), &attacker);
+    let uid: String = su.query_one("SELECT authz.verify_token($1)", &[&tok]).unwrap().get(0);
+    assert_eq!(uid, "alice");
+    let stored: i64 =
+        su.query_one("SELECT count(*) FROM authz.keys WHERE kid IN ('enc-1', 'p521')", &[]).unwrap().get(0);
+    assert_eq!(stored, 0);
+    // The NOTICEs name what was skipped and why.
+    let notices = env.c.psql("postgres", &["-c", &format!("SELECT authz.add_jwks('{jwks}'::jsonb)")]);
+    let text = String::from_utf8_lossy(&notices.stderr);
+    assert!(text.contains("skipping key \"enc-1\"") && text.contains("\"use\": \"enc\""), "{text}");
+    assert!(text.contains("skipping key \"p521\""), "{text}");
+
+    // Nothing usable: refused, with every reason.
+    let useless = json!({"keys": [enc, p521]});
+    let e = su.query_one("SELECT authz.add_jwks($1::text::jsonb)", &[&useless.to_string()]).unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+    let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or_default().to_string();
+    assert!(detail.contains("enc-1") && detail.contains("p521"), "{detail}");
+
+    // add_key(): an existing kid is 42710; the same key again is accepted; replace rotates.
+    su.execute("SELECT authz.add_key('rsa', 'RS256', $1)", &[&RSA_PUBLIC])
+        .expect("the same key again is not a conflict");
+    let e = su.execute("SELECT authz.add_key('rsa', 'EdDSA', $1)", &[&ED_PUBLIC]).unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::DUPLICATE_OBJECT));
+    su.execute("SELECT authz.add_key('rsa', 'EdDSA', $1, replace => true)", &[&ED_PUBLIC]).unwrap();
+    let alg: String = su.query_one("SELECT alg FROM authz.keys WHERE kid = 'rsa'", &[]).unwrap().get(0);
+    assert_eq!(alg, "EdDSA");
+}

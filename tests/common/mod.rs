@@ -61,11 +61,16 @@ impl Cluster {
     }
 
     pub fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// A fresh cluster started with extra `name=value` server settings, pg_authz created.
+    pub fn start_with(settings: &[&str]) -> Cluster {
         let mut cluster = Cluster::new_dir();
         let data = cluster.data_dir();
         let out = as_pg("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"]);
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        cluster.start_server(&[]);
+        cluster.start_server(settings);
         cluster.superuser().batch_execute("CREATE EXTENSION pg_authz").unwrap();
         cluster
     }

@@ -1,0 +1,174 @@
+//! Tokens never reach statistics or the server log. A JWT is a bearer credential, and clients pass
+//! it in statement text (`SET LOCAL authz.token = '…'`, `SELECT authz.login('…')`) or as a bind
+//! parameter; PostgreSQL would copy that text into `pg_stat_statements`, `log_statement` lines,
+//! the `STATEMENT:` line of any error, pgaudit's lines and bind-parameter details.
+//!
+//! Two hooks close that, both active once the library is loaded in the backend (which is why
+//! `session_preload_libraries` or `shared_preload_libraries` is the recommended set-up):
+//! - the utility hook hands the rest of the chain (pg_stat_statements, pgaudit) a copy of a
+//!   statement's text with every token replaced by `[redacted token]`;
+//! - the log hook replaces tokens in every field of every message before it is written, and in the
+//!   statement text printed with it.
+//!
+//! A token is recognised by its shape — three base64url segments separated by dots whose first
+//! starts with `ey` (the encoding of `{"`), at least 10 characters in each of the first two — and,
+//! whatever its shape, as the current value of `authz.token`.
+
+use std::ffi::{CStr, CString};
+
+use pgrx::pg_sys;
+
+const MASK: &str = "[redacted token]";
+const MIN_SEGMENT: usize = 10;
+
+fn is_b64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// Length of the base64url run starting at `from`.
+fn run(bytes: &[u8], from: usize) -> usize {
+    bytes.get(from..).map_or(0, |rest| rest.iter().take_while(|b| is_b64url(**b)).count())
+}
+
+/// If a JWT starts at `at`, its length.
+fn jwt_at(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at..at + 2) != Some(b"ey") || (at > 0 && is_b64url(bytes[at - 1])) {
+        return None;
+    }
+    let header = run(bytes, at);
+    if header < MIN_SEGMENT || bytes.get(at + header) != Some(&b'.') {
+        return None;
+    }
+    let payload = run(bytes, at + header + 1);
+    if payload < MIN_SEGMENT || bytes.get(at + header + 1 + payload) != Some(&b'.') {
+        return None;
+    }
+    let signature = run(bytes, at + header + payload + 2);
+    Some(header + payload + 2 + signature)
+}
+
+/// `text` with every token (and every occurrence of `current`, the session's own token) masked,
+/// or `None` when there is nothing to mask.
+pub fn mask(text: &str, current: Option<&str>) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(len) = jwt_at(bytes, i) {
+            out.push_str(&text[copied..i]);
+            out.push_str(MASK);
+            i += len;
+            copied = i;
+        } else {
+            i += 1;
+        }
+    }
+    let masked = if copied == 0 {
+        None
+    } else {
+        out.push_str(&text[copied..]);
+        Some(out)
+    };
+    match current.filter(|t| t.len() >= 16) {
+        Some(token) if masked.as_deref().unwrap_or(text).contains(token) => {
+            Some(masked.as_deref().unwrap_or(text).replace(token, MASK))
+        }
+        _ => masked,
+    }
+}
+
+fn current_token() -> Option<&'static str> {
+    crate::gucs::token().and_then(|t| std::str::from_utf8(t).ok())
+}
+
+/// Mask a C string; `None` when it holds no token (the common case: no allocation).
+///
+/// # Safety
+/// `ptr` is null or a valid NUL-terminated string.
+pub unsafe fn mask_c(ptr: *const std::ffi::c_char) -> Option<CString> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: the caller guarantees a valid C string.
+    let text = unsafe { CStr::from_ptr(ptr) }.to_str().ok()?;
+    mask(text, current_token()).and_then(|m| CString::new(m).ok())
+}
+
+static mut PREV_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
+
+/// Replace one message field with its masked copy, allocated in the error's memory context (the
+/// current one inside the hook).
+unsafe fn mask_field(field: *mut *mut std::ffi::c_char) {
+    // SAFETY: `field` points into the ErrorData PostgreSQL handed the hook.
+    unsafe {
+        if let Some(masked) = mask_c(*field) {
+            *field = pg_sys::pstrdup(masked.as_ptr());
+        }
+    }
+}
+
+/// The log hook. Runs inside error reporting: nothing here may raise an error.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
+    // SAFETY: edata is the ErrorData being reported; debug_query_string is PostgreSQL's current
+    // statement text, replaced (never written through) by a copy that lives as long as the
+    // message being processed.
+    unsafe {
+        if !edata.is_null() {
+            mask_field(&mut (*edata).message);
+            mask_field(&mut (*edata).detail);
+            mask_field(&mut (*edata).detail_log);
+            mask_field(&mut (*edata).hint);
+            mask_field(&mut (*edata).context);
+            mask_field(&mut (*edata).internalquery);
+            if let Some(masked) = mask_c(pg_sys::debug_query_string) {
+                let context = if pg_sys::MessageContext.is_null() {
+                    pg_sys::CurrentMemoryContext
+                } else {
+                    pg_sys::MessageContext
+                };
+                pg_sys::debug_query_string = pg_sys::MemoryContextStrdup(context, masked.as_ptr());
+            }
+        }
+        if let Some(prev) = PREV_EMIT_LOG_HOOK {
+            prev(edata);
+        }
+    }
+}
+
+pub fn init() {
+    // SAFETY: _PG_init, once per backend; chaining the process-global hook.
+    unsafe {
+        PREV_EMIT_LOG_HOOK = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(emit_log);
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::mask;
+    use pgrx::prelude::*;
+
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+
+    #[pg_test]
+    fn tokens_are_masked_wherever_they_appear() {
+        assert_eq!(
+            mask(&format!("SET LOCAL authz.token = '{JWT}'"), None).as_deref(),
+            Some("SET LOCAL authz.token = '[redacted token]'")
+        );
+        assert_eq!(mask(&format!("a {JWT} b {JWT}."), None).as_deref(), Some("a [redacted token] b [redacted token]."));
+        // An unsigned token (empty third segment) is still a credential-shaped string.
+        assert_eq!(mask("x eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0xx. y", None).as_deref(), Some("x [redacted token] y"));
+        // Not tokens: short segments, no dots, a prefix glued to other base64 text.
+        assert_eq!(mask("eyJ.eyJ.x keyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.x eyeyeyeyeyeyey", None), None);
+        assert_eq!(mask("SELECT 1", None), None);
+        // The session's own token is masked whatever its shape.
+        assert_eq!(
+            mask("login('not-a-jwt-but-secret-0123')", Some("not-a-jwt-but-secret-0123")).as_deref(),
+            Some("login('[redacted token]')")
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! Tokens are bearer credentials: none, valid or rejected, passed in any documented way, may land in
+//! `pg_stat_statements` or in the server log — with `log_statement = 'all'`, with pgaudit logging
+//! everything, and in the `STATEMENT:` line PostgreSQL prints for a failing statement. The cluster
+//! runs the recommended set-up: pg_stat_statements and pgaudit preloaded, pg_authz in
+//! `session_preload_libraries`.
+mod common;
+
+use common::*;
+
+const SETTINGS: &[&str] = &[
+    "shared_preload_libraries=pg_stat_statements,pgaudit",
+    "session_preload_libraries=pg_authz",
+    "log_statement=all",
+    "log_min_error_statement=error",
+    "log_parameter_max_length=-1",
+    "log_parameter_max_length_on_error=-1",
+    "pgaudit.log=all",
+    "pgaudit.log_parameter=on",
+    "pg_stat_statements.track_utility=on",
+];
+
+/// The signature segment of a token: what must appear nowhere.
+fn signature(token: &str) -> &str {
+    token.rsplit('.').next().unwrap()
+}
+
+#[test]
+fn no_token_reaches_pg_stat_statements_or_the_server_log() {
+    let c = Cluster::start_with(SETTINGS);
+    c.create_login("app");
+    c.add_test_key();
+    fixture(&c, &["app"]);
+    c.superuser().batch_execute("CREATE EXTENSION pg_stat_statements").unwrap();
+    let valid: Vec<String> = (0..6).map(|i| mint(&format!("user{i}"), now() + 3600)).collect();
+    let forged =
+        sign(&serde_json::json!({"sub": "alice", "exp": now() + 60}), Some(KID), "not-the-secret-not-the-secret-00");
+    let expired = mint("alice", now() - 3600);
+    let mut app = c.connect("app");
+    let loaded: bool =
+        app.query_one("SELECT EXISTS (SELECT FROM pg_settings WHERE name = 'authz.token')", &[]).unwrap().get(0);
+    assert!(loaded, "session_preload_libraries did not load pg_authz");
+
+    // Every documented way of passing a token, valid ones...
+    app.batch_execute(&format!("BEGIN; SET LOCAL authz.token = '{}'; SELECT count(*) FROM images; COMMIT", valid[0]))
+        .unwrap();
+    app.batch_execute(&format!(
+        "BEGIN; SELECT set_config('authz.token', '{}', true); SELECT count(*) FROM images; COMMIT",
+        valid[1]
+    ))
+    .unwrap();
+    app.batch_execute(&format!("BEGIN; SELECT authz.login('{}'); SELECT count(*) FROM images; COMMIT", valid[2]))
+        .unwrap();
+    let mut tx = app.transaction().unwrap();
+    tx.query_one("SELECT authz.login($1)", &[&valid[3]]).unwrap();
+    tx.commit().unwrap();
+    let mut tx = app.transaction().unwrap();
+    tx.query_one("SELECT set_config('authz.token', $1, true)", &[&valid[4]]).unwrap();
+    tx.query_one("SELECT count(*) FROM images", &[]).unwrap();
+    tx.commit().unwrap();
+    app.batch_execute(&format!("SET authz.token = '{}'; SELECT count(*) FROM images; RESET authz.token", valid[5]))
+        .unwrap();
+    // ...and rejected ones, which fail with their statement printed by the server.
+    for bad in [&forged, &expired] {
+        let r = app.batch_execute(&format!("BEGIN; SET LOCAL authz.token = '{bad}'; SELECT count(*) FROM images"));
+        assert_eq!(code(r), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+        app.batch_execute("ROLLBACK").unwrap();
+        let r = app.batch_execute(&format!("SELECT authz.login('{bad}')"));
+        assert_eq!(code(r), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+        let r = app.query_one("SELECT authz.login($1)", &[bad]);
+        assert_eq!(code(r), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+    }
+    drop(app);
+
+    let statements: Vec<String> =
+        c.superuser().query("SELECT query FROM pg_stat_statements", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = c.log_contents();
+    let mut all = valid.clone();
+    all.push(forged.clone());
+    all.push(expired.clone());
+    for t in &all {
+        let sig = signature(t);
+        assert!(!log.contains(sig), "a token's signature is in the server log");
+        assert!(!statements.iter().any(|q| q.contains(sig)), "a token's signature is in pg_stat_statements");
+        // The payload (who the token is for) must not be there either.
+        let payload = t.split('.').nth(1).unwrap();
+        assert!(!log.contains(payload) && !statements.iter().any(|q| q.contains(payload)));
+    }
+    // The statements themselves are still logged and counted, masked.
+    assert!(log.contains("SET LOCAL authz.token = '[redacted token]'"), "log_statement lines are missing");
+    assert!(log.contains("AUDIT: SESSION"), "pgaudit did not log");
+    assert!(log.contains("STATEMENT:  SELECT authz.login('[redacted token]')"), "failing statements lose their text");
+    assert!(
+        statements.iter().any(|q| q.contains("authz.token = '[redacted token]'")),
+        "SET authz.token is not in pg_stat_statements: {statements:?}"
+    );
+    let set_entries = statements.iter().filter(|q| q.contains("SET LOCAL authz.token")).count();
+    assert_eq!(set_entries, 1, "one pg_stat_statements entry for every SET LOCAL authz.token: {statements:?}");
+}
+
+#[test]
+fn doctor_warns_when_pg_authz_is_not_preloaded() {
+    let c = Cluster::start();
+    let problems: Vec<String> = c
+        .superuser()
+        .query("SELECT object || ': ' || problem FROM authz.doctor() WHERE severity = 'warning'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        problems.iter().any(|p| p.contains("session_preload_libraries")),
+        "doctor() must say the library is not preloaded: {problems:?}"
+    );
+    let preloaded = Cluster::start_with(SETTINGS);
+    let problems: Vec<String> = preloaded
+        .superuser()
+        .query("SELECT object || ': ' || problem FROM authz.doctor()", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!problems.iter().any(|p| p.contains("preload")), "{problems:?}");
+}
