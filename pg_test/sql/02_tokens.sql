@@ -175,4 +175,5 @@ RESET SESSION AUTHORIZATION;
 
 SELECT kid FROM authz.keys ORDER BY kid;
 DROP ROLE regress_02_user;
+SELECT authz.uninstall() >= 0 AS uninstalled;
 DROP EXTENSION pg_authz CASCADE;

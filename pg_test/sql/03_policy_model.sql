@@ -214,6 +214,7 @@ SELECT DISTINCT outcome FROM authz.explain('erin', 'run', 'xx12345-1', 'read');
 -- Clean up.
 DROP ROLE regress_03_alice, regress_03_bob, regress_03_carol, regress_03_dan, regress_03_nobody;
 SET client_min_messages = warning;
+SELECT authz.uninstall() >= 0 AS uninstalled;
 DROP EXTENSION pg_authz CASCADE;
 RESET client_min_messages;
 DROP TABLE regress_03_sessions, regress_03_projects, regress_03_runs;

@@ -220,6 +220,7 @@ DROP OWNED BY regress_04_adam, regress_04_otto, regress_04_vera, regress_04_gina
 DROP ROLE regress_04_adam, regress_04_otto, regress_04_vera, regress_04_gina, regress_04_dave,
     regress_04_olga, regress_04_anon;
 SET client_min_messages = warning;
+SELECT authz.uninstall() >= 0 AS uninstalled;
 DROP EXTENSION pg_authz CASCADE;
 DROP TABLE images, "odd ""name""; x", regress_04_noindex, regress_04_sessions, regress_04_projects;
 RESET client_min_messages;

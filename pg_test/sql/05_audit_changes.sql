@@ -43,7 +43,7 @@ SELECT * FROM pg_temp.changes();
 -- Keys: the row is audited, the secret is not.
 SELECT authz.add_key('k1', 'HS256', 'regress-05-secret-0123456789abcdef-XYZ', issuer => 'https://idp');
 SELECT * FROM pg_temp.changes();
-SELECT authz.add_key('k1', 'HS256', 'regress-05-other-secret-0123456789abcdef');
+SELECT authz.add_key('k1', 'HS256', 'regress-05-other-secret-0123456789abcdef', replace => true);
 SELECT * FROM pg_temp.changes();
 SELECT authz.revoke_key('k1');
 SELECT * FROM pg_temp.changes();
@@ -82,6 +82,7 @@ SELECT * FROM pg_temp.changes();
 
 -- Clean up.
 DROP ROLE regress_05_admin;
+SELECT authz.uninstall() >= 0 AS uninstalled;
 DROP EXTENSION pg_authz CASCADE;
 DROP TABLE regress_05_projects;
 RESET client_min_messages;

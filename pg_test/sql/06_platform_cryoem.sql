@@ -151,6 +151,7 @@ DROP OWNED BY regress_06_admin1, regress_06_operator1, regress_06_viewer1, regre
 DROP ROLE regress_06_admin1, regress_06_operator1, regress_06_viewer1, regress_06_member1,
     regress_06_newbie, regress_06_anon;
 SET client_min_messages = warning;
+SELECT authz.uninstall() >= 0 AS uninstalled;
 DROP EXTENSION pg_authz CASCADE;
 DROP TABLE images, sessions, projects;
 RESET client_min_messages;

@@ -204,6 +204,7 @@ RESET SESSION AUTHORIZATION;
 DROP OWNED BY regress_07_web, regress_07_sam;
 DROP ROLE regress_07_web, regress_07_sam;
 SET client_min_messages = warning;
+SELECT authz.uninstall() >= 0 AS uninstalled;
 DROP EXTENSION pg_authz CASCADE;
 DROP SCHEMA xtal CASCADE;
 RESET client_min_messages;

@@ -203,6 +203,7 @@ DROP OWNED BY regress_08_root, regress_08_olivia, regress_08_eddie, regress_08_v
 DROP ROLE regress_08_root, regress_08_olivia, regress_08_eddie, regress_08_vic, regress_08_xena,
     regress_08_owen, regress_08_gwen, regress_08_anon;
 SET client_min_messages = warning;
+SELECT authz.uninstall() >= 0 AS uninstalled;
 DROP EXTENSION pg_authz CASCADE;
 DROP SCHEMA dash CASCADE;
 RESET client_min_messages;

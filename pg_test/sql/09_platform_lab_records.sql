@@ -167,6 +167,7 @@ RESET SESSION AUTHORIZATION;
 DROP OWNED BY regress_09_mia, regress_09_alice, regress_09_bob, regress_09_dora, regress_09_carl, regress_09_anon;
 DROP ROLE regress_09_mia, regress_09_alice, regress_09_bob, regress_09_dora, regress_09_carl, regress_09_anon;
 SET client_min_messages = warning;
+SELECT authz.uninstall() >= 0 AS uninstalled;
 DROP EXTENSION pg_authz CASCADE;
 DROP SCHEMA lab CASCADE;
 RESET client_min_messages;
