@@ -14,21 +14,44 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use serde_json::{json, Map, Value};
 
-use crate::db;
-use crate::errors::AuthzError;
-use crate::gucs::{self, AuditLevel};
-use crate::identity::Identity;
-use crate::resolve::Permitted;
-use crate::token::VerifiedToken;
+use crate::pg::db;
+use crate::pg::errors::AuthzError;
+use crate::pg::settings::{self, AuditLevel};
+
+/// Who an event is about, as the layers above describe it (audit imports nothing above `pg`).
+pub struct Actor<'a> {
+    /// `token`, `login` or `anonymous`.
+    pub source: &'a str,
+    pub principal: Option<&'a str>,
+    pub token: Option<TokenFields<'a>>,
+}
+
+/// The identifying fields of a verified token (never the token itself).
+#[derive(Clone, Copy)]
+pub struct TokenFields<'a> {
+    pub sub: &'a str,
+    pub kid: &'a str,
+    pub iss: Option<&'a str>,
+}
+
+/// What a permission-set resolution decided.
+pub struct SetOutcome<'a> {
+    pub resource_type: &'a str,
+    pub action: &'a str,
+    pub permitted: usize,
+    pub total: usize,
+    pub deciding_rules: &'a [i64],
+}
 
 pub const PREFIX: &str = "pg_authz audit: ";
 
 pub fn wanted(denied: bool) -> bool {
+    // SAFETY: a plain read of a backend global.
     let in_worker = unsafe { pg_sys::ParallelWorkerNumber >= 0 };
     if in_worker {
         return false;
     }
-    match gucs::audit_level() {
+    match settings::audit_level() {
         AuditLevel::Off => false,
         AuditLevel::Denied => denied,
         AuditLevel::All => true,
@@ -39,6 +62,7 @@ fn c_string(ptr: *const std::ffi::c_char) -> Option<String> {
     if ptr.is_null() {
         None
     } else {
+        // SAFETY: `ptr` is non-null (checked) and a NUL-terminated string owned by PostgreSQL.
         Some(unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
     }
 }
@@ -64,6 +88,7 @@ fn client_addr() -> Option<String> {
 fn base(event: &str) -> Map<String, Value> {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    // SAFETY: application_name is a GUC string PostgreSQL keeps valid (or null, checked by c_string).
     let application = unsafe { c_string(pg_sys::application_name) };
     let client = client_addr();
     let mut m = Map::new();
@@ -135,16 +160,16 @@ pub fn flush() {
     }
 }
 
-fn token_fields(m: &mut Map<String, Value>, t: &VerifiedToken) {
-    m.insert("sub".into(), json!(t.user_id));
+fn token_fields(m: &mut Map<String, Value>, t: TokenFields) {
+    m.insert("sub".into(), json!(t.sub));
     m.insert("kid".into(), json!(t.kid));
     m.insert("iss".into(), json!(t.iss));
 }
 
-fn identity_fields(m: &mut Map<String, Value>, who: &Identity) {
-    m.insert("identity".into(), json!(who.source.as_str()));
-    m.insert("principal".into(), json!(who.user_id));
-    if let Some(t) = &who.token {
+fn identity_fields(m: &mut Map<String, Value>, who: &Actor) {
+    m.insert("identity".into(), json!(who.source));
+    m.insert("principal".into(), json!(who.principal));
+    if let Some(t) = who.token {
         token_fields(m, t);
     }
 }
@@ -156,11 +181,11 @@ fn emit(m: Map<String, Value>) {
 }
 
 /// A token verified for the first time in this backend.
-pub fn token_accepted(t: &VerifiedToken) {
+pub fn token_accepted(t: TokenFields) {
     if !wanted(false) {
         return;
     }
-    record(format!("token_accepted\0{}\0{}", t.user_id, t.kid), || {
+    record(format!("token_accepted\0{}\0{}", t.sub, t.kid), || {
         let mut m = base("token_accepted");
         token_fields(&mut m, t);
         m.insert("outcome".into(), json!("accepted"));
@@ -184,20 +209,12 @@ pub fn token_rejected(e: &AuthzError) {
 /// One decision about one resource (`check()`, `require()`, a management permission, a new row):
 /// aggregated per statement by identity, type, action, outcome and rule; the line names the first
 /// resource id and counts the rest.
-pub fn decision(
-    who: &Identity,
-    resource_type: &str,
-    action: &str,
-    id: Option<&str>,
-    allowed: bool,
-    rule: Option<&str>,
-) {
+pub fn decision(who: &Actor, resource_type: &str, action: &str, id: Option<&str>, allowed: bool, rule: Option<&str>) {
     if !wanted(!allowed) {
         return;
     }
     let rule = rule.unwrap_or(if allowed { "allow" } else { "default deny" });
-    let key =
-        format!("decision\0{:?}\0{}\0{resource_type}\0{action}\0{allowed}\0{rule}", who.user_id, who.source.as_str());
+    let key = format!("decision\0{:?}\0{}\0{resource_type}\0{action}\0{allowed}\0{rule}", who.principal, who.source);
     record(key, || {
         let mut m = base("decision");
         identity_fields(&mut m, who);
@@ -212,19 +229,19 @@ pub fn decision(
 
 /// A permission-set resolution (what a protected statement may touch): once per statement and
 /// set, however many call sites resolve it.
-pub fn set_decision(who: &Identity, p: &Permitted) {
-    let denied = p.ids.is_empty();
+pub fn set_decision(who: &Actor, p: &SetOutcome) {
+    let denied = p.permitted == 0;
     if !wanted(denied) {
         return;
     }
-    let key = format!("set\0{:?}\0{}\0{}\0{}", who.user_id, who.source.as_str(), p.resource_type, p.action);
+    let key = format!("set\0{:?}\0{}\0{}\0{}", who.principal, who.source, p.resource_type, p.action);
     record(key, || {
         let mut m = base("decision");
         identity_fields(&mut m, who);
         m.insert("resource_type".into(), json!(p.resource_type));
         m.insert("action".into(), json!(p.action));
         m.insert("outcome".into(), json!(if denied { "deny" } else { "allow" }));
-        m.insert("permitted".into(), json!(p.ids.len()));
+        m.insert("permitted".into(), json!(p.permitted));
         m.insert("of".into(), json!(p.total));
         m.insert(
             "rules".into(),
@@ -232,12 +249,4 @@ pub fn set_decision(who: &Identity, p: &Permitted) {
         );
         m
     });
-}
-
-/// The token subject for `authz.audit_changes` rows; NULL rather than an error when there is no
-/// valid token (the change itself was already authorized).
-#[pg_extern(stable)]
-fn _audit_actor() -> Option<String> {
-    let raw = gucs::token()?;
-    crate::token::verify(raw).ok().map(|t| t.user_id.clone())
 }

@@ -1,29 +1,18 @@
 //! pg_authz: verified JWT identity and row-level authorization enforced inside PostgreSQL.
-//! This file only wires the modules together; each concern lives in its own module.
+//! This file only wires the layers together (ARCHITECTURE.md): `pg` (talking to PostgreSQL) <-
+//! `auth` (who is asking) <- `policy` (what they may do) <- `enforce` (PostgreSQL doing it);
+//! `audit` observes. Each layer imports only the ones below it.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use pgrx::prelude::*;
 
 mod audit;
-mod cache;
-mod claims;
-mod db;
-mod elision;
-mod errors;
-mod executor;
-mod fasthash;
-mod gucs;
-mod handoff;
-mod identity;
-mod keys;
-mod lifecycle;
-mod model;
-mod permits;
+mod auth;
+mod enforce;
+mod pg;
 mod policy;
-mod privileged;
-mod redact;
-mod resolve;
-mod templates;
-mod token;
 
 ::pgrx::pg_module_magic!();
 
@@ -33,27 +22,11 @@ pgrx::extension_sql_file!("../sql/doctor.sql", name = "doctor", requires = ["api
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    gucs::init();
-    cache::init();
-    executor::init();
-    redact::init();
-}
-
-/// Validate a rule pattern (22023 when malformed); used by the management functions.
-#[pg_extern(immutable, parallel_safe)]
-fn _validate_pattern(pattern: &str) {
-    use errors::OrRaise;
-    model::Pattern::parse(pattern).map(|_| ()).or_raise();
-}
-
-/// Per-backend cache sizes, for monitoring memory (tokens verified, sets resolved).
-#[pg_extern(volatile)]
-fn cache_stats() -> pgrx::JsonB {
-    pgrx::JsonB(serde_json::json!({
-        "generation": cache::generation(),
-        "tokens": token::cached_tokens(),
-        "permission_sets": resolve::cached_sets(),
-    }))
+    pg::settings::init();
+    pg::cache::init();
+    pg::redact::init();
+    enforce::hooks::init();
+    enforce::elision::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -8,32 +8,10 @@ use std::rc::Rc;
 
 use pgrx::prelude::*;
 
-use crate::errors::{AuthzError, AuthzResult};
-use crate::privileged::{self, Rights};
-use crate::{cache, db};
-
-pub const POLICY_TABLES: &[&str] =
-    &["principals", "memberships", "roles", "role_inheritance", "resource_types", "role_assignments", "rules", "keys"];
-
-/// OIDs of the policy tables, for the invalidation watch list.
-pub fn policy_table_oids() -> Vec<pg_sys::Oid> {
-    let mut out = Vec::new();
-    unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"authz".as_ptr(), true);
-        if nsp == pg_sys::InvalidOid {
-            return out;
-        }
-        for t in POLICY_TABLES {
-            if let Ok(name) = std::ffi::CString::new(*t) {
-                let oid = pg_sys::get_relname_relid(name.as_ptr(), nsp);
-                if oid != pg_sys::InvalidOid {
-                    out.push(oid);
-                }
-            }
-        }
-    }
-    out
-}
+use crate::pg::cache::{self, Generational};
+use crate::pg::db;
+use crate::pg::errors::{AuthzError, AuthzResult};
+use crate::pg::privileged::{self, Rights};
 
 /// A rule's id pattern: exact, `*`, or a glob with `*` and `?` (`\` escapes either).
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +47,7 @@ impl Pattern {
                     None => {
                         return Err(AuthzError::invalid(format!(
                             "malformed pattern \"{}\"",
-                            crate::keys::printable(text, 64)
+                            crate::pg::text::printable(text, 64)
                         ))
                         .detail("The pattern ends with an unfinished escape (\\)."))
                     }
@@ -197,31 +175,27 @@ pub struct Model {
     pub rules_by_role: HashMap<String, Vec<Rc<Rule>>>,
     pub types: HashMap<String, Rc<ResourceType>>,
     hierarchies: RefCell<HashMap<String, Rc<Hierarchy>>>,
-    logins: RefCell<HashMap<u32, Option<String>>>,
-    groups: RefCell<HashMap<String, bool>>,
 }
 
 thread_local! {
-    static MODEL: RefCell<Option<Rc<Model>>> = const { RefCell::new(None) };
+    static MODEL: RefCell<Generational<Rc<Model>>> = const { RefCell::new(Generational::new()) };
 }
 
 /// The current model, reloaded after any committed policy change.
 pub fn current() -> AuthzResult<Rc<Model>> {
-    let generation = cache::generation();
-    if let Some(m) = MODEL.with(|m| m.borrow().clone()) {
-        if m.generation == generation {
-            return Ok(m);
-        }
+    if let Some(m) = MODEL.with(|m| m.borrow().get()) {
+        return Ok(m);
     }
+    let generation = cache::generation();
     let model = Rc::new(load(generation)?);
-    MODEL.with(|m| *m.borrow_mut() = Some(model.clone()));
+    MODEL.with(|m| m.borrow_mut().set(generation, model.clone()));
     Ok(model)
 }
 
 type TypeRow = (String, Option<u32>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
 
 fn load(generation: u64) -> AuthzResult<Model> {
-    cache::watch(policy_table_oids());
+    cache::watch(cache::policy_table_oids());
     let (inheritance, rules, types) = privileged::run(Rights::Superuser, || {
         Spi::connect(|client| {
             let mut inheritance = Vec::new();
@@ -295,21 +269,13 @@ fn load(generation: u64) -> AuthzResult<Model> {
         );
     }
     cache::watch(table_oids);
-    Ok(Model {
-        generation,
-        inherits,
-        rules_by_role,
-        types: type_map,
-        hierarchies: RefCell::new(HashMap::new()),
-        logins: RefCell::new(HashMap::new()),
-        groups: RefCell::new(HashMap::new()),
-    })
+    Ok(Model { generation, inherits, rules_by_role, types: type_map, hierarchies: RefCell::new(HashMap::new()) })
 }
 
 impl Model {
     pub fn resource_type(&self, name: &str) -> AuthzResult<Rc<ResourceType>> {
         self.types.get(name).cloned().ok_or_else(|| {
-            AuthzError::invalid(format!("unknown resource type \"{}\"", crate::keys::printable(name, 64)))
+            AuthzError::invalid(format!("unknown resource type \"{}\"", crate::pg::text::printable(name, 64)))
                 .hint("Register it with authz.register_resource_type().")
         })
     }
@@ -364,25 +330,6 @@ impl Model {
         self.hierarchies.borrow_mut().insert(type_name.to_string(), h.clone());
         Ok(h)
     }
-
-    /// The principal mapped to a database login, if any.
-    pub fn principal_for_role(&self, role: pg_sys::Oid) -> AuthzResult<Option<String>> {
-        if let Some(p) = self.logins.borrow().get(&role.to_u32()) {
-            return Ok(p.clone());
-        }
-        let name = db::role_name(role);
-        // Only a user principal is an identity; a group mapped to a login (which the API refuses)
-        // would make its holder act as the group.
-        let principal = privileged::run(Rights::Superuser, || {
-            db::select_one::<String>(
-                "SELECT id FROM authz.principals
-                 WHERE db_role OPERATOR(pg_catalog.=) $1::pg_catalog.name AND kind OPERATOR(pg_catalog.=) 'user'",
-                &[name.into()],
-            )
-        })?;
-        self.logins.borrow_mut().insert(role.to_u32(), principal.clone());
-        Ok(principal)
-    }
 }
 
 /// The actions pg_authz's own templates and administration ask about.
@@ -394,30 +341,6 @@ impl Model {
     pub fn action_is_known(&self, action: &str) -> bool {
         BUILTIN_ACTIONS.contains(&action) || self.rules_by_role.values().flatten().any(|r| r.action == action)
     }
-
-    /// Is this principal id a group? (Cached per model: principal rows are policy tables.)
-    pub fn principal_is_group(&self, id: &str) -> AuthzResult<bool> {
-        if let Some(g) = self.groups.borrow().get(id) {
-            return Ok(*g);
-        }
-        let group = privileged::run(Rights::Superuser, || {
-            db::select_one::<bool>(
-                "SELECT kind OPERATOR(pg_catalog.=) 'group' FROM authz.principals WHERE id OPERATOR(pg_catalog.=) $1",
-                &[id.into()],
-            )
-        })?
-        .unwrap_or(false);
-        let mut groups = self.groups.borrow_mut();
-        if groups.len() >= 4096 {
-            groups.clear();
-        }
-        groups.insert(id.to_string(), group);
-        Ok(group)
-    }
-}
-
-pub fn principal_for_role(role: pg_sys::Oid) -> AuthzResult<Option<String>> {
-    current()?.principal_for_role(role)
 }
 
 /// A resource type's table must be an ordinary or partitioned table: a view, foreign table or

@@ -16,18 +16,20 @@ use std::rc::Rc;
 
 use pgrx::pg_sys;
 
-use crate::errors::AuthzResult;
-use crate::resolve::Permitted;
-use crate::{cache, gucs, identity};
+use crate::auth::identity;
+use crate::pg::errors::AuthzResult;
+use crate::pg::{cache, settings};
+use crate::policy::resolve::Permitted;
 
 /// Who the entry was resolved for: the token bytes (hashed) or the login.
 fn caller_key() -> String {
-    match gucs::token() {
+    match settings::token() {
         Some(t) => {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             t.hash(&mut h);
             format!("t{:016x}{}", h.finish(), t.len())
         }
+        // SAFETY: the session user's oid; no pointer is involved.
         None => format!("l{}", unsafe { pg_sys::GetSessionUserId() }.to_u32()),
     }
 }
@@ -71,6 +73,7 @@ thread_local! {
 /// to executor start, where the plan is known: a point lookup or a page never launches workers,
 /// and copying a set of 10,000 ids into the setting on every such statement was measurable.
 pub fn note(p: &Rc<Permitted>) {
+    // SAFETY: plain reads of the backend's parallel state.
     unsafe {
         if pg_sys::IsInParallelMode() || pg_sys::ParallelWorkerNumber >= 0 {
             return;
@@ -105,8 +108,8 @@ pub fn publish_for(plan_is_parallel: bool) -> AuthzResult<()> {
         e.get()
     });
     if !plan_is_parallel {
-        if gucs::parallel_handoff().is_some_and(|v| !v.is_empty()) {
-            gucs::set_parallel_handoff("");
+        if settings::parallel_handoff().is_some_and(|v| !v.is_empty()) {
+            settings::set_parallel_handoff("");
         }
         return Ok(());
     }
@@ -138,16 +141,17 @@ pub fn publish_for(plan_is_parallel: bool) -> AuthzResult<()> {
         value.push('\n');
         value.push_str(line);
     }
-    gucs::set_parallel_handoff(&value);
+    settings::set_parallel_handoff(&value);
     Ok(())
 }
 
 /// Worker: the leader's set for (type, action), if it was published for this statement and caller.
 pub fn take(resource_type: &str, action: &str) -> Option<Rc<Permitted>> {
+    // SAFETY: a plain read of a backend global.
     if unsafe { pg_sys::ParallelWorkerNumber } < 0 {
         return None;
     }
-    let value = gucs::parallel_handoff()?;
+    let value = settings::parallel_handoff()?;
     let mut lines = value.lines();
     let (statement, _execution) = lines.next()?.split_once('|')?;
     if statement != statement_key() {

@@ -9,9 +9,11 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use pgrx::prelude::*;
 
-use crate::errors::{AuthzError, AuthzResult, OrRaise};
-use crate::privileged::{self, Rights};
-use crate::{cache, db};
+use crate::pg::cache::{self, Generational};
+use crate::pg::db;
+use crate::pg::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::pg::privileged::{self, Rights};
+use crate::pg::text::printable;
 
 pub struct Key {
     pub kid: String,
@@ -29,12 +31,11 @@ pub enum Verifier {
 }
 
 pub struct KeySet {
-    generation: u64,
     pub keys: HashMap<String, Rc<Key>>,
 }
 
 thread_local! {
-    static KEYS: RefCell<Option<Rc<KeySet>>> = const { RefCell::new(None) };
+    static KEYS: RefCell<Generational<Rc<KeySet>>> = const { RefCell::new(Generational::new()) };
 }
 
 pub const ALGORITHMS: &[&str] =
@@ -140,18 +141,16 @@ fn verifier(alg: Algorithm, format: &str, material: &str) -> AuthzResult<Verifie
 
 /// The current key set, reloaded when any backend changed `authz.keys`.
 pub fn current() -> AuthzResult<Rc<KeySet>> {
-    let generation = cache::generation();
-    if let Some(set) = KEYS.with(|k| k.borrow().clone()) {
-        if set.generation == generation {
-            return Ok(set);
-        }
+    if let Some(set) = KEYS.with(|k| k.borrow().get()) {
+        return Ok(set);
     }
-    let set = Rc::new(load(generation)?);
-    KEYS.with(|k| *k.borrow_mut() = Some(set.clone()));
+    let generation = cache::generation();
+    let set = Rc::new(load()?);
+    KEYS.with(|k| k.borrow_mut().set(generation, set.clone()));
     Ok(set)
 }
 
-fn load(generation: u64) -> AuthzResult<KeySet> {
+fn load() -> AuthzResult<KeySet> {
     let rows: Vec<(String, String, String, String, Option<String>, Option<String>)> =
         privileged::run(Rights::Superuser, || {
             Spi::connect(|client| {
@@ -174,7 +173,7 @@ fn load(generation: u64) -> AuthzResult<KeySet> {
                 Ok::<_, pgrx::spi::SpiError>(rows)
             })
         })?;
-    cache::watch(crate::model::policy_table_oids());
+    cache::watch(crate::pg::cache::policy_table_oids());
     let mut keys = HashMap::new();
     for (kid, alg, format, material, issuer, audience) in rows {
         // A stored key was validated when added; one that no longer parses is skipped, not fatal.
@@ -182,7 +181,7 @@ fn load(generation: u64) -> AuthzResult<KeySet> {
         let Ok(verifier) = verifier(alg, &format, &material) else { continue };
         keys.insert(kid.clone(), Rc::new(Key { kid, alg, verifier, issuer, audience }));
     }
-    Ok(KeySet { generation, keys })
+    Ok(KeySet { keys })
 }
 
 /// Keys are managed by superusers and `authz_admin` members only; checked before any input.
@@ -383,15 +382,6 @@ fn revoke_key(kid: &str) -> bool {
     })
     .or_raise();
     removed > 0
-}
-
-/// A short, safe rendering of an untrusted string for error messages.
-pub fn printable(s: &str, max: usize) -> String {
-    let mut out: String = s.chars().take(max).flat_map(|c| c.escape_debug()).collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -22,7 +22,7 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::errors::{AuthzError, AuthzResult};
+use crate::pg::errors::{AuthzError, AuthzResult};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Rights {
@@ -108,7 +108,7 @@ where
 pub fn require_printable_identifier(what: &str, ident: &str) -> AuthzResult<()> {
     if ident.chars().any(char::is_control) {
         return Err(AuthzError::invalid(format!("{what} name contains a control character"))
-            .detail(format!("The name is {}.", crate::keys::printable(ident, 64)))
+            .detail(format!("The name is {}.", crate::pg::text::printable(ident, 64)))
             .hint("Rename it without newlines, tabs or other control characters."));
     }
     Ok(())

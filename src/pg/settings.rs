@@ -44,13 +44,13 @@ pub enum AuditLevel {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn token_assigned(_newval: *const c_char, _extra: *mut c_void) {
     TOKEN_EPOCH.fetch_add(1, Ordering::Relaxed);
-    crate::elision::identity_or_policy_changed();
+    crate::pg::cache::identity_or_policy_changed();
 }
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn verify_setting_assigned(_newval: *const c_char, _extra: *mut c_void) {
     VERIFY_SETTINGS_EPOCH.fetch_add(1, Ordering::Relaxed);
-    crate::elision::identity_or_policy_changed();
+    crate::pg::cache::identity_or_policy_changed();
 }
 
 /// A superuser-only string setting whose changes bump VERIFY_SETTINGS_EPOCH.
@@ -60,21 +60,25 @@ unsafe fn define_verify_setting(
     target: *mut *mut c_char,
     boot: &'static CStr,
 ) {
-    pg_sys::DefineCustomStringVariable(
-        name.as_ptr(),
-        description.as_ptr(),
-        c"".as_ptr(),
-        target,
-        boot.as_ptr(),
-        pg_sys::GucContext::PGC_SUSET,
-        0,
-        None,
-        Some(verify_setting_assigned),
-        None,
-    );
+    // SAFETY: registers a string GUC whose name, descriptions and variable are statics that live as long as the process.
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            name.as_ptr(),
+            description.as_ptr(),
+            c"".as_ptr(),
+            target,
+            boot.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            0,
+            None,
+            Some(verify_setting_assigned),
+            None,
+        );
+    }
 }
 
 pub fn init() {
+    // SAFETY: registers a string GUC whose variable and strings are statics that live as long as the process.
     unsafe {
         pg_sys::DefineCustomStringVariable(
             c"authz.token".as_ptr(),
@@ -99,6 +103,7 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+    // SAFETY: registers string GUCs whose variables and strings are statics that live as long as the process.
     unsafe {
         define_verify_setting(
             c"authz.issuers",
@@ -155,6 +160,7 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE | GucFlags::NO_RESET_ALL,
     );
+    // SAFETY: reserves the prefix with a static C string.
     unsafe {
         pg_sys::MarkGUCPrefixReserved(c"authz".as_ptr());
     }
@@ -191,6 +197,7 @@ fn raw_setting(ptr: *mut c_char) -> String {
     if ptr.is_null() {
         String::new()
     } else {
+        // SAFETY: `ptr` is a GUC's string value (null-checked above), NUL-terminated by PostgreSQL.
         unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
     }
 }
@@ -221,9 +228,12 @@ pub fn verify_settings() -> std::rc::Rc<VerifySettings> {
                 return settings.clone();
             }
         }
+        // SAFETY: reads the current value of a string GUC (a pointer PostgreSQL keeps valid until the next assignment).
         let claim = raw_setting(unsafe { USER_CLAIM }).trim().to_string();
         let settings = std::rc::Rc::new(VerifySettings {
+            // SAFETY: reads the current value of a string GUC (a pointer PostgreSQL keeps valid until the next assignment).
             issuers: comma_list(&raw_setting(unsafe { ISSUERS })),
+            // SAFETY: reads the current value of a string GUC (a pointer PostgreSQL keeps valid until the next assignment).
             audiences: comma_list(&raw_setting(unsafe { AUDIENCES })),
             user_claim: if claim.is_empty() { "sub".to_string() } else { claim },
         });
@@ -253,6 +263,7 @@ pub fn parallel_handoff() -> Option<String> {
 /// Fails only for a value PostgreSQL cannot hold (a NUL byte).
 pub fn assign(name: &CStr, value: &str, context: pg_sys::GucContext::Type, local: bool, elevel: u32) -> Result<(), ()> {
     let value = CString::new(value).map_err(|_| ())?;
+    // SAFETY: NUL-terminated name and value that outlive the call; PostgreSQL copies the value.
     unsafe {
         pg_sys::set_config_option(
             name.as_ptr(),

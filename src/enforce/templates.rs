@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable};
 use pgrx::prelude::*;
 
-use crate::db::{self, quote_ident, quote_literal};
-use crate::errors::{AuthzError, AuthzResult, OrRaise};
-use crate::privileged::{self, require_printable_identifier, Rights};
-use crate::{model, policy, resolve};
+use crate::pg::db::{self, quote_ident, quote_literal};
+use crate::pg::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::pg::privileged::{self, require_printable_identifier, Rights};
+use crate::policy::{admin, model, resolve};
 
-const PROTECT_TEMPLATE: &str = include_str!("../policies/templates/protect.sql");
-const SOFT_DELETE_TEMPLATE: &str = include_str!("../policies/templates/soft_delete.sql");
+const PROTECT_TEMPLATE: &str = include_str!("../../policies/templates/protect.sql");
+const SOFT_DELETE_TEMPLATE: &str = include_str!("../../policies/templates/soft_delete.sql");
 const POLICY_NAMES: [&str; 4] = ["authz_select", "authz_insert", "authz_update", "authz_delete"];
 const SOFT_DELETE_TRIGGER: &str = "authz_soft_delete";
 
@@ -106,7 +106,7 @@ fn column_type(table: pg_sys::Oid, name: &str, what: &str) -> AuthzResult<pg_sys
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             format!(
                 "{what} column \"{}\" does not exist in table {}",
-                crate::keys::printable(name, 64),
+                crate::pg::text::printable(name, 64),
                 db::qualified_name(table).unwrap_or_default()
             ),
         )
@@ -202,7 +202,7 @@ fn plan(
     if ![pg_sys::INT8OID, pg_sys::INT4OID, pg_sys::UUIDOID, pg_sys::TEXTOID, pg_sys::VARCHAROID].contains(&id_type) {
         return Err(AuthzError::new(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!("column \"{}\" has a type pg_authz cannot protect", crate::keys::printable(id_column, 64)),
+            format!("column \"{}\" has a type pg_authz cannot protect", crate::pg::text::printable(id_column, 64)),
         )
         .hint("Supported id types: bigint, integer, uuid, text, varchar."));
     }
@@ -217,7 +217,10 @@ fn plan(
             _ => {
                 return Err(AuthzError::new(
                     PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                    format!("soft delete column \"{}\" must be boolean or a timestamp", crate::keys::printable(c, 64)),
+                    format!(
+                        "soft delete column \"{}\" must be boolean or a timestamp",
+                        crate::pg::text::printable(c, 64)
+                    ),
                 ))
             }
         },
@@ -405,14 +408,14 @@ fn protect(
 ) -> String {
     let tbl = relation.0;
     let name = db::qualified_name(tbl).or_raise();
-    policy::require_manage("tables").or_raise();
+    admin::require_manage("tables").or_raise();
     require_owner(tbl).or_raise();
     let soft = effective_soft_delete(tbl, soft_delete_column).or_raise();
     let installed = install(tbl, id_column, resource_type, owner_column, soft.as_deref(), None).or_raise();
     if !has_leading_index(tbl, id_column).or_raise() {
         pgrx::warning!(
             "{name} has no index on \"{}\": every protected query will scan the whole table (CREATE INDEX ON {name} ({}))",
-            crate::keys::printable(id_column, 64),
+            crate::pg::text::printable(id_column, 64),
             quote_ident(id_column)
         );
     }
@@ -537,7 +540,7 @@ fn _protect_new_partitions() -> i32 {
 fn unprotect(relation: RelId) -> bool {
     let tbl = relation.0;
     db::qualified_name(tbl).or_raise();
-    policy::require_manage("tables").or_raise();
+    admin::require_manage("tables").or_raise();
     require_owner(tbl).or_raise();
     unprotect_table(tbl).or_raise()
 }
@@ -636,7 +639,7 @@ fn restore(relation: RelId, id: &str) -> bool {
     if rows.len() > 1 {
         AuthzError::new(
             PgSqlErrorCode::ERRCODE_CARDINALITY_VIOLATION,
-            format!("more than one deleted row with id {} in {name}", crate::keys::printable(id, 64)),
+            format!("more than one deleted row with id {} in {name}", crate::pg::text::printable(id, 64)),
         )
         .detail("The primary key is unique per table; this table has inheritance children that repeat it.")
         .hint("Restore from the child table that holds the row.")
@@ -650,7 +653,7 @@ fn restore(relation: RelId, id: &str) -> bool {
     let (true, Some((Some(holder), Some(ctid), _))) = (allowed, found) else {
         AuthzError::privilege(format!(
             "no deleted row with id {} in {name} that you may restore",
-            crate::keys::printable(id, 64)
+            crate::pg::text::printable(id, 64)
         ))
         .raise();
     };

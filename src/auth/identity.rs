@@ -8,9 +8,11 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use crate::errors::{AuthzError, AuthzResult, OrRaise};
-use crate::token::{self, VerifiedToken};
-use crate::{db, gucs, model};
+use crate::audit;
+use crate::auth::principals;
+use crate::auth::token::{self, VerifiedToken};
+use crate::pg::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::pg::{db, settings};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub enum Source {
@@ -45,16 +47,25 @@ impl Identity {
     pub fn anonymous() -> Self {
         Identity { source: Source::Anonymous, user_id: None, token: None }
     }
+
+    /// How the audit log names this identity.
+    pub fn actor(&self) -> audit::Actor<'_> {
+        audit::Actor {
+            source: self.source.as_str(),
+            principal: self.user_id.as_deref(),
+            token: self.token.as_deref().map(VerifiedToken::audit_fields),
+        }
+    }
 }
 
 /// Establish the current identity, verifying the token if one is set. A bad token is an error,
 /// never a fall-back to the login identity.
 pub fn current() -> AuthzResult<Identity> {
-    if let Some(raw) = gucs::token() {
+    if let Some(raw) = settings::token() {
         let t = verified(raw)?;
         return Ok(Identity { source: Source::Token, user_id: Some(t.user_id.clone()), token: Some(t) });
     }
-    match model::principal_for_role(db::session_user())? {
+    match principals::for_login(db::session_user())? {
         Some(principal) => Ok(Identity { source: Source::Login, user_id: Some(principal), token: None }),
         None => Ok(Identity::anonymous()),
     }
@@ -64,14 +75,14 @@ pub fn current() -> AuthzResult<Identity> {
 /// (holding a token for a group must not confer the group's grants on whoever presents it).
 pub fn verified(raw: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
     let t = token::verify(raw)?;
-    if model::current()?.principal_is_group(&t.user_id)? {
+    if principals::is_group(&t.user_id)? {
         let e = AuthzError::token("token rejected: subject is a group")
             .detail(format!(
                 "Principal \"{}\" is a group; tokens identify users.",
-                crate::keys::printable(&t.user_id, 64)
+                crate::pg::text::printable(&t.user_id, 64)
             ))
             .hint("Issue the token for a user and make that user a member of the group.");
-        crate::audit::token_rejected(&e);
+        audit::token_rejected(&e);
         return Err(e);
     }
     Ok(t)
@@ -80,7 +91,7 @@ pub fn verified(raw: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
 /// Set `authz.token` exactly as `set_config('authz.token', value, local)` would, without SPI (a
 /// statement through SPI would assign a transaction id, which a hot standby cannot do).
 fn set_token(value: &str, local: bool) -> AuthzResult<()> {
-    gucs::assign(c"authz.token", value, pg_sys::GucContext::PGC_USERSET, local, 0)
+    settings::assign(c"authz.token", value, pg_sys::GucContext::PGC_USERSET, local, 0)
         .map_err(|_| AuthzError::token("token rejected: malformed").detail("The token contains a NUL byte."))
 }
 
@@ -89,6 +100,7 @@ fn set_token(value: &str, local: bool) -> AuthzResult<()> {
 #[pg_extern(volatile)]
 fn login(token: &str, local: default!(bool, "true")) -> String {
     let verified = verified(token.as_bytes()).or_raise();
+    // SAFETY: a plain read of the backend's transaction state.
     if local && unsafe { !pg_sys::IsTransactionBlock() } {
         pgrx::warning!(
             "authz.login() outside a transaction block only lasts until the end of this statement; use BEGIN first, or authz.login(token, false) on a dedicated connection"
@@ -170,4 +182,12 @@ mod tests {
         assert_eq!(Spi::get_one::<String>("SELECT authz.user_id()").unwrap().as_deref(), Some("dba"));
         assert_eq!(Spi::get_one::<String>("SELECT authz.identity()->>'source'").unwrap().as_deref(), Some("login"));
     }
+}
+
+/// The token subject for `authz.audit_changes` rows; NULL rather than an error when there is no
+/// valid token (the change itself was already authorized).
+#[pg_extern(stable)]
+fn _audit_actor() -> Option<String> {
+    let raw = settings::token()?;
+    token::verify(raw).ok().map(|t| t.user_id.clone())
 }

@@ -8,9 +8,10 @@
 
 use pgrx::prelude::*;
 
-use crate::errors::{AuthzError, OrRaise};
-use crate::privileged::{self, Rights};
-use crate::{db, policy};
+use crate::pg::db;
+use crate::pg::errors::{AuthzError, OrRaise};
+use crate::pg::privileged::{self, Rights};
+use crate::policy::admin;
 
 /// The installed SQL version (`pg_extension.extversion`): what `ALTER EXTENSION … UPDATE` moves.
 #[pg_extern(stable, parallel_safe)]
@@ -30,6 +31,16 @@ fn library_version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
+/// Per-backend cache sizes, for monitoring memory (tokens verified, sets resolved).
+#[pg_extern(volatile)]
+fn cache_stats() -> pgrx::JsonB {
+    pgrx::JsonB(serde_json::json!({
+        "generation": crate::pg::cache::generation(),
+        "tokens": crate::auth::token::cached_tokens(),
+        "permission_sets": crate::policy::resolve::cached_sets(),
+    }))
+}
+
 /// Return every protected table to plain PostgreSQL (pg_authz's policies and triggers dropped,
 /// row-level security disabled where no other policy remains) and remove the invalidation
 /// triggers from registered resource tables, so that `DROP EXTENSION pg_authz` leaves nothing
@@ -42,7 +53,7 @@ fn uninstall() -> i32 {
             .hint("A superuser or authz_admin member runs authz.uninstall().")
             .raise();
     }
-    policy::require_manage("tables").or_raise();
+    admin::require_manage("tables").or_raise();
     let roots: Vec<pg_sys::Oid> = privileged::run(Rights::Superuser, || {
         Spi::connect(|client| {
             client
@@ -63,7 +74,7 @@ fn uninstall() -> i32 {
     .flatten()
     .collect();
     for t in &roots {
-        crate::templates::unprotect_table(*t).or_raise();
+        crate::enforce::templates::unprotect_table(*t).or_raise();
     }
     privileged::run(Rights::Superuser, || {
         Spi::run(
@@ -84,21 +95,24 @@ pub extern "C" fn pg_finfo_authz_guard_drop_extension() -> &'static pg_sys::Pg_f
 
 /// Does this DROP statement drop the extension pg_authz?
 unsafe fn drops_pg_authz(parsetree: *mut pg_sys::Node) -> bool {
-    if parsetree.is_null() || (*parsetree).type_ != pg_sys::NodeTag::T_DropStmt {
-        return false;
+    // SAFETY: `parsetree` is null (checked) or the statement of the current event; a DropStmt's objects list is walked within its length and each element is tag-checked.
+    unsafe {
+        if parsetree.is_null() || (*parsetree).type_ != pg_sys::NodeTag::T_DropStmt {
+            return false;
+        }
+        let stmt = parsetree as *mut pg_sys::DropStmt;
+        if (*stmt).removeType != pg_sys::ObjectType::OBJECT_EXTENSION {
+            return false;
+        }
+        let objects = (*stmt).objects;
+        (0..if objects.is_null() { 0 } else { (*objects).length }).any(|i| {
+            let node = (*(*objects).elements.add(i as usize)).ptr_value as *mut pg_sys::Node;
+            !node.is_null()
+                && (*node).type_ == pg_sys::NodeTag::T_String
+                && !(*(node as *mut pg_sys::String)).sval.is_null()
+                && std::ffi::CStr::from_ptr((*(node as *mut pg_sys::String)).sval).to_bytes() == b"pg_authz"
+        })
     }
-    let stmt = parsetree as *mut pg_sys::DropStmt;
-    if (*stmt).removeType != pg_sys::ObjectType::OBJECT_EXTENSION {
-        return false;
-    }
-    let objects = (*stmt).objects;
-    (0..if objects.is_null() { 0 } else { (*objects).length }).any(|i| {
-        let node = (*(*objects).elements.add(i as usize)).ptr_value as *mut pg_sys::Node;
-        !node.is_null()
-            && (*node).type_ == pg_sys::NodeTag::T_String
-            && !(*(node as *mut pg_sys::String)).sval.is_null()
-            && std::ffi::CStr::from_ptr((*(node as *mut pg_sys::String)).sval).to_bytes() == b"pg_authz"
-    })
 }
 
 /// The `ddl_command_start` event trigger on DROP EXTENSION: refuse to drop pg_authz while it
@@ -106,28 +120,32 @@ unsafe fn drops_pg_authz(parsetree: *mut pg_sys::Node) -> bool {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn authz_guard_drop_extension(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: PostgreSQL calls event trigger functions with an EventTriggerData context.
-    let data = (*fcinfo).context as *mut pg_sys::EventTriggerData;
-    if data.is_null() || (*data).type_ != pg_sys::NodeTag::T_EventTriggerData || !drops_pg_authz((*data).parsetree) {
-        return pg_sys::Datum::from(0usize);
+    // SAFETY: PostgreSQL calls event trigger functions with an EventTriggerData context (null- and tag-checked).
+    unsafe {
+        // SAFETY: PostgreSQL calls event trigger functions with an EventTriggerData context.
+        let data = (*fcinfo).context as *mut pg_sys::EventTriggerData;
+        if data.is_null() || (*data).type_ != pg_sys::NodeTag::T_EventTriggerData || !drops_pg_authz((*data).parsetree)
+        {
+            return pg_sys::Datum::from(0usize);
+        }
+        let protected = privileged::run(Rights::Superuser, || {
+            db::select_one::<i64>("SELECT pg_catalog.count(*) FROM authz.protected", &[])
+        })
+        .or_raise()
+        .unwrap_or(0);
+        if protected > 0 {
+            AuthzError::new(
+                PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+                format!("pg_authz still protects {protected} table{}", if protected == 1 { "" } else { "s" }),
+            )
+            .detail(
+                "Dropping it now would leave them under FORCE ROW LEVEL SECURITY with no policy: unreadable for everyone.",
+            )
+            .hint("Run SELECT authz.uninstall(); first, then DROP EXTENSION pg_authz.")
+            .raise();
+        }
+        pg_sys::Datum::from(0usize)
     }
-    let protected = privileged::run(Rights::Superuser, || {
-        db::select_one::<i64>("SELECT pg_catalog.count(*) FROM authz.protected", &[])
-    })
-    .or_raise()
-    .unwrap_or(0);
-    if protected > 0 {
-        AuthzError::new(
-            PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
-            format!("pg_authz still protects {protected} table{}", if protected == 1 { "" } else { "s" }),
-        )
-        .detail(
-            "Dropping it now would leave them under FORCE ROW LEVEL SECURITY with no policy: unreadable for everyone.",
-        )
-        .hint("Run SELECT authz.uninstall(); first, then DROP EXTENSION pg_authz.")
-        .raise();
-    }
-    pg_sys::Datum::from(0usize)
 }
 
 pgrx::extension_sql!(

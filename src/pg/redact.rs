@@ -79,7 +79,7 @@ pub fn mask(text: &str, current: Option<&str>) -> Option<String> {
 }
 
 fn current_token() -> Option<&'static str> {
-    crate::gucs::token().and_then(|t| std::str::from_utf8(t).ok())
+    crate::pg::settings::token().and_then(|t| std::str::from_utf8(t).ok())
 }
 
 /// Mask a C string; `None` when it holds no token (the common case: no allocation).
@@ -87,12 +87,14 @@ fn current_token() -> Option<&'static str> {
 /// # Safety
 /// `ptr` is null or a valid NUL-terminated string.
 pub unsafe fn mask_c(ptr: *const std::ffi::c_char) -> Option<CString> {
-    if ptr.is_null() {
-        return None;
+    // SAFETY: `ptr` is null (checked) or a NUL-terminated string, per the contract.
+    unsafe {
+        if ptr.is_null() {
+            return None;
+        }
+        let text = CStr::from_ptr(ptr).to_str().ok()?;
+        mask(text, current_token()).and_then(|m| CString::new(m).ok())
     }
-    // SAFETY: the caller guarantees a valid C string.
-    let text = unsafe { CStr::from_ptr(ptr) }.to_str().ok()?;
-    mask(text, current_token()).and_then(|m| CString::new(m).ok())
 }
 
 static mut PREV_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;

@@ -10,12 +10,14 @@ use pgrx::prelude::*;
 
 use std::rc::Rc;
 
-use crate::errors::{AuthzError, AuthzResult, OrRaise};
-use crate::identity::Identity;
-use crate::keys::printable;
-use crate::model::{self, action_matches, Model, Pattern, Rule};
-use crate::resolve::Grant;
-use crate::{db, identity, resolve};
+use crate::auth::identity;
+use crate::auth::identity::Identity;
+use crate::pg::db;
+use crate::pg::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::pg::text::printable;
+use crate::policy::model::{self, action_matches, Model, Pattern, Rule};
+use crate::policy::resolve;
+use crate::policy::resolve::Grant;
 
 pub fn require_manage(area: &str) -> AuthzResult<()> {
     let caller = db::outer_user();
@@ -24,10 +26,10 @@ pub fn require_manage(area: &str) -> AuthzResult<()> {
     }
     let who = identity::current()?;
     if resolve::decide(&who, "authz", area, "manage")?.allowed {
-        crate::audit::decision(&who, "authz", "manage", Some(area), true, None);
+        crate::audit::decision(&who.actor(), "authz", "manage", Some(area), true, None);
         return Ok(());
     }
-    crate::audit::decision(&who, "authz", "manage", Some(area), false, None);
+    crate::audit::decision(&who.actor(), "authz", "manage", Some(area), false, None);
     Err(AuthzError::privilege(format!("permission denied to manage pg_authz {area}"))
         .detail(format!(
             "Role \"{}\" (identity: {}) holds no rule allowing manage on authz:{area}.",
@@ -37,6 +39,12 @@ pub fn require_manage(area: &str) -> AuthzResult<()> {
         .hint(
             "A superuser or authz_admin member can grant it, e.g. SELECT authz.allow('admin', 'authz', '*', 'manage').",
         ))
+}
+
+/// Validate a rule pattern (22023 when malformed); used by the management functions.
+#[pg_extern(immutable, parallel_safe)]
+fn _validate_pattern(pattern: &str) {
+    crate::policy::model::Pattern::parse(pattern).map(|_| ()).or_raise();
 }
 
 /// Raise 42501 unless the caller may manage this area of pg_authz. Called first by every
@@ -167,7 +175,7 @@ fn _require_may_map_login(db_role: &str, principal: default!(Option<&str>, "NULL
     if delegate().or_raise().is_none() {
         return;
     }
-    let current = crate::privileged::run(crate::privileged::Rights::Superuser, || {
+    let current = crate::pg::privileged::run(crate::pg::privileged::Rights::Superuser, || {
         db::select_one::<String>(
             "SELECT id FROM authz.principals WHERE db_role OPERATOR(pg_catalog.=) $1::pg_catalog.name",
             &[db_role.into()],
@@ -184,148 +192,61 @@ fn _require_may_map_login(db_role: &str, principal: default!(Option<&str>, "NULL
     }
 }
 
-/// One parsed Casbin line.
-#[derive(Debug, PartialEq)]
-enum CasbinLine {
-    Policy { role: String, resource_type: String, pattern: String, action: String, allow: bool },
-    Grouping { member: String, role: String },
-}
-
-fn parse_casbin_line(number: usize, line: &str) -> AuthzResult<Option<CasbinLine>> {
-    let trimmed = line.trim();
-    if trimmed.is_empty() || trimmed.starts_with('#') {
-        return Ok(None);
-    }
-    let fields: Vec<&str> = trimmed.split(',').map(str::trim).collect();
-    let bad = |why: &str| {
-        AuthzError::invalid(format!("casbin policy line {number}: {why}"))
-            .detail(format!("The line reads: {}", crate::keys::printable(trimmed, 200)))
-    };
-    if fields.iter().any(|f| f.is_empty()) {
-        return Err(bad("empty field"));
-    }
-    match fields[0] {
-        "p" => {
-            if !(4..=5).contains(&fields.len()) {
-                return Err(bad("a p line is: p, role, resource_type:pattern, action[, allow|deny]"));
-            }
-            let Some((resource_type, pattern)) = fields[2].split_once(':') else {
-                return Err(bad("the object must be written resource_type:pattern, e.g. session:*"));
-            };
-            let allow = match fields.get(4).copied().unwrap_or("allow") {
-                "allow" => true,
-                "deny" => false,
-                _ => return Err(bad("the effect must be allow or deny")),
-            };
-            Ok(Some(CasbinLine::Policy {
-                role: fields[1].into(),
-                resource_type: resource_type.into(),
-                pattern: pattern.into(),
-                action: fields[3].into(),
-                allow,
-            }))
-        }
-        "g" => {
-            if fields.len() != 3 {
-                return Err(bad("a g line is: g, user_or_role, role"));
-            }
-            Ok(Some(CasbinLine::Grouping { member: fields[1].into(), role: fields[2].into() }))
-        }
-        _ => Err(bad("lines start with p or g")),
-    }
-}
-
-fn apply_casbin_line(line: &CasbinLine, role_names: &std::collections::HashSet<String>) {
-    let result = match line {
-        CasbinLine::Policy { role, resource_type, pattern, action, allow } => {
-            Spi::run_with_args("SELECT authz._ensure_role($1)", &[role.as_str().into()]).and_then(|_| {
-                Spi::run_with_args(
-                    if *allow { "SELECT authz.allow($1, $2, $3, $4)" } else { "SELECT authz.deny($1, $2, $3, $4)" },
-                    &[
-                        role.as_str().into(),
-                        resource_type.as_str().into(),
-                        pattern.as_str().into(),
-                        action.as_str().into(),
-                    ],
-                )
-            })
-        }
-        CasbinLine::Grouping { member, role } => Spi::run_with_args(
-            "SELECT authz._casbin_group($1, $2, $3)",
-            &[member.as_str().into(), role.as_str().into(), role_names.contains(member).into()],
-        ),
-    };
-    if let Err(e) = result {
-        AuthzError::invalid("the line could not be applied").detail(e.to_string()).raise();
-    }
-}
-
-/// Load Casbin policy lines. All or nothing: a bad line names its number and nothing is imported.
-/// Returns the number of lines applied.
-#[pg_extern(volatile, security_definer)]
+/// Which rules decide (principal, type, id, action), through which role, group or scope.
+/// Users may explain their own access; explaining another principal's needs the right to manage.
+#[pg_extern(stable, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn import_casbin(policy: &str) -> i32 {
-    require_manage("rules").or_raise();
-    let mut parsed = Vec::new();
-    for (i, line) in policy.lines().enumerate() {
-        if let Some(l) = parse_casbin_line(i + 1, line).or_raise() {
-            parsed.push((i + 1, l));
-        }
+fn explain(
+    principal: &str,
+    resource_type: &str,
+    id: &str,
+    action: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(outcome, String),
+        name!(effect, Option<String>),
+        name!(rule_id, Option<i64>),
+        name!(rule, Option<String>),
+        name!(role, Option<String>),
+        name!(granted_via, Option<String>),
+        name!(matched, Option<String>),
+    ),
+> {
+    let me = identity::current().or_raise();
+    if me.user_id.as_deref() != Some(principal) {
+        require_manage("principals").or_raise();
     }
-    // A name is a role if it already is one or if the policy uses it as one anywhere (subject of a
-    // p line, target of a g line): decided before anything is applied, so line order cannot matter.
-    let mut role_names = std::collections::HashSet::new();
-    for (_, line) in &parsed {
-        match line {
-            CasbinLine::Policy { role, .. } => role_names.insert(role.clone()),
-            CasbinLine::Grouping { role, .. } => role_names.insert(role.clone()),
-        };
-    }
-    let mut applied = 0;
-    for (number, line) in parsed {
-        // Errors raised inside the management functions are re-raised naming the line, keeping
-        // their SQLSTATE; the whole import is one statement, so nothing is half-imported.
-        pgrx::PgTryBuilder::new(|| apply_casbin_line(&line, &role_names))
-            .catch_others(|cause| {
-                let (code, message) = match &cause {
-                    pgrx::pg_sys::panic::CaughtError::PostgresError(e)
-                    | pgrx::pg_sys::panic::CaughtError::ErrorReport(e)
-                    | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: e, .. } => {
-                        (e.sql_error_code(), e.message().to_string())
-                    }
-                };
-                AuthzError::new(code, format!("casbin policy line {number} could not be applied"))
-                    .detail(message)
-                    .raise()
-            })
-            .execute();
-        applied += 1;
-    }
-    applied
+    let subject = if me.user_id.as_deref() == Some(principal) {
+        me
+    } else {
+        Identity { source: identity::Source::Token, user_id: Some(principal.to_string()), token: None }
+    };
+    let decision = resolve::decide(&subject, resource_type, id, action).or_raise();
+    let outcome = if decision.allowed { "allow" } else { "deny" }.to_string();
+    let mut rows: Vec<_> = decision
+        .matches
+        .iter()
+        .map(|m| {
+            (
+                outcome.clone(),
+                Some(if m.rule.allow { "allow" } else { "deny" }.to_string()),
+                Some(m.rule.id),
+                Some(m.rule.describe()),
+                Some(m.grant.role.clone()),
+                Some(m.grant.describe()),
+                Some(m.matched.clone()),
+            )
+        })
+        .collect();
+    rows.push((outcome.clone(), None, None, Some(decision.reason), None, None, None));
+    TableIterator::new(rows)
 }
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use super::{parse_casbin_line, CasbinLine};
     use pgrx::prelude::*;
-
-    #[pg_test]
-    fn casbin_lines_parse() {
-        assert_eq!(
-            parse_casbin_line(1, "p, viewer, session:*, read").unwrap(),
-            Some(CasbinLine::Policy {
-                role: "viewer".into(),
-                resource_type: "session".into(),
-                pattern: "*".into(),
-                action: "read".into(),
-                allow: true
-            })
-        );
-        assert!(parse_casbin_line(2, "p, viewer, session, read").is_err());
-        assert!(parse_casbin_line(3, "x, a, b").is_err());
-        assert_eq!(parse_casbin_line(4, "  # comment").unwrap(), None);
-    }
 
     #[pg_test]
     #[should_panic(expected = "permission denied to manage pg_authz principals")]

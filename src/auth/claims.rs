@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::fasthash::FastSet;
+use rustc_hash::FxHashSet as FastSet;
 
 /// The claims verification reads, as found at the top level of the payload.
 #[derive(Default)]

@@ -14,10 +14,13 @@ use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use serde_json::Value;
 
-use crate::errors::{AuthzError, AuthzResult};
-use crate::fasthash::FastMap;
-use crate::keys::{self, printable};
-use crate::{audit, cache, claims, gucs};
+use crate::audit;
+use crate::auth::claims;
+use crate::auth::keys;
+use crate::pg::errors::{AuthzError, AuthzResult};
+use crate::pg::text::printable;
+use crate::pg::{cache, settings};
+use rustc_hash::FxHashMap as FastMap;
 
 #[derive(Debug)]
 pub struct VerifiedToken {
@@ -32,6 +35,11 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
+    /// The fields the audit log records (never the token).
+    pub fn audit_fields(&self) -> audit::TokenFields<'_> {
+        audit::TokenFields { sub: &self.user_id, kid: &self.kid, iss: self.iss.as_deref() }
+    }
+
     /// All claims. The payload passed the strict scan when the token was verified, so the tree
     /// always builds; were it ever not to, the answer is no claims rather than a panic.
     pub fn claims(&self) -> &Value {
@@ -62,7 +70,7 @@ fn now_seconds() -> f64 {
 
 /// Verify `token` (cached), then check its validity window against the clock.
 pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
-    let max = gucs::max_token_bytes();
+    let max = settings::max_token_bytes();
     if token.len() > max {
         let e = AuthzError::token("token rejected: too large")
             .detail(format!("The token has {} bytes; authz.max_token_bytes is {max}.", token.len()));
@@ -70,8 +78,8 @@ pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
         return Err(e);
     }
     let generation = cache::generation();
-    let settings = gucs::verify_settings_epoch();
-    let use_cache = gucs::token_cache_entries() > 0;
+    let settings = settings::verify_settings_epoch();
+    let use_cache = settings::token_cache_entries() > 0;
     let cached = CACHE.with(|c| {
         let c = c.borrow();
         if use_cache && c.generation == generation && c.settings == settings {
@@ -84,7 +92,7 @@ pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
         Some(v) => v,
         None => {
             let v = Rc::new(verify_uncached(token).inspect_err(audit::token_rejected)?);
-            audit::token_accepted(&v);
+            audit::token_accepted(v.audit_fields());
             remember(token, generation, settings, v.clone());
             v
         }
@@ -94,7 +102,7 @@ pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
 }
 
 fn remember(token: &[u8], generation: u64, settings: u64, verified: Rc<VerifiedToken>) {
-    let capacity = gucs::token_cache_entries();
+    let capacity = settings::token_cache_entries();
     if capacity == 0 {
         return;
     }
@@ -113,7 +121,7 @@ fn remember(token: &[u8], generation: u64, settings: u64, verified: Rc<VerifiedT
 
 fn check_window(t: &VerifiedToken) -> AuthzResult<()> {
     let now = now_seconds();
-    let leeway = gucs::leeway_seconds() as f64;
+    let leeway = settings::leeway_seconds() as f64;
     if now > t.exp + leeway {
         return Err(AuthzError::token("token rejected: expired")
             .detail(format!("The token expired at {} (unix time); leeway is {leeway} s.", t.exp))
@@ -297,7 +305,7 @@ fn verify_uncached(raw: &[u8]) -> AuthzResult<VerifiedToken> {
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload_b64)
         .map_err(|_| malformed("The payload is not base64url."))?;
-    let settings = gucs::verify_settings();
+    let settings = settings::verify_settings();
     let claim_name = &settings.user_claim;
     let scanned = claims::scan(&payload, claim_name).map_err(claims_error)?;
     if !scanned.is_object {
@@ -358,7 +366,7 @@ fn verify_uncached(raw: &[u8]) -> AuthzResult<VerifiedToken> {
     Ok(VerifiedToken { user_id, payload, tree: OnceCell::new(), kid: key.kid.clone(), iss, exp, nbf })
 }
 
-fn check_issuer(key: &keys::Key, settings: &gucs::VerifySettings, iss: Option<&str>) -> AuthzResult<()> {
+fn check_issuer(key: &keys::Key, settings: &settings::VerifySettings, iss: Option<&str>) -> AuthzResult<()> {
     let wrong = |why: String| AuthzError::token("token rejected: wrong issuer").detail(why);
     if let Some(required) = &key.issuer {
         if iss != Some(required.as_str()) {
@@ -372,7 +380,7 @@ fn check_issuer(key: &keys::Key, settings: &gucs::VerifySettings, iss: Option<&s
     Ok(())
 }
 
-fn check_audience(key: &keys::Key, settings: &gucs::VerifySettings, aud: Option<&Value>) -> AuthzResult<()> {
+fn check_audience(key: &keys::Key, settings: &settings::VerifySettings, aud: Option<&Value>) -> AuthzResult<()> {
     let token_auds: Vec<&str> = match aud {
         None | Some(Value::Null) => vec![],
         Some(Value::String(s)) => vec![s.as_str()],

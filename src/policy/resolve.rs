@@ -14,12 +14,13 @@ use std::rc::Rc;
 
 use pgrx::prelude::*;
 
-use crate::errors::{AuthzError, AuthzResult, OrRaise};
-use crate::identity::{self, Identity};
-use crate::keys::printable;
-use crate::model::{self, action_matches, Hierarchy, Model, Pattern, Rule};
-use crate::privileged::{self, Rights};
-use crate::{audit, cache};
+use crate::audit;
+use crate::auth::identity::{self, Identity};
+use crate::pg::cache::{self, GenMap};
+use crate::pg::errors::{AuthzError, AuthzResult, OrRaise};
+use crate::pg::privileged::{self, Rights};
+use crate::pg::text::printable;
+use crate::policy::model::{self, action_matches, Hierarchy, Model, Pattern, Rule};
 
 /// One role a principal holds, with how it came to hold it.
 #[derive(Debug, Clone)]
@@ -66,6 +67,17 @@ impl Permitted {
         }
     }
 
+    /// What the audit log records of this set.
+    pub fn outcome(&self) -> crate::audit::SetOutcome<'_> {
+        crate::audit::SetOutcome {
+            resource_type: &self.resource_type,
+            action: &self.action,
+            permitted: self.ids.len(),
+            total: self.total,
+            deciding_rules: &self.deciding_rules,
+        }
+    }
+
     /// A typed lookup structure built once per set and shared by every statement that uses it.
     pub fn typed<T: 'static>(&self, kind: &'static str, build: impl FnOnce(&[String]) -> T) -> Rc<T> {
         if let Some(existing) = self.typed.borrow().get(kind) {
@@ -81,39 +93,21 @@ impl Permitted {
 
 type SetKey = (Option<String>, bool, String, String);
 
-struct ResolverCache {
-    generation: u64,
-    grants: HashMap<(Option<String>, bool), Rc<Vec<Grant>>>,
-    sets: HashMap<SetKey, Rc<Permitted>>,
-}
-
-thread_local! {
-    static CACHE: RefCell<ResolverCache> =
-        RefCell::new(ResolverCache { generation: 0, grants: HashMap::new(), sets: HashMap::new() });
-}
-
 const MAX_CACHED: usize = 4096;
 
-fn with_cache<T>(f: impl FnOnce(&mut ResolverCache) -> T) -> T {
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        let generation = cache::generation();
-        if c.generation != generation {
-            c.grants.clear();
-            c.sets.clear();
-            c.generation = generation;
-        }
-        f(&mut c)
-    })
+thread_local! {
+    static GRANTS: RefCell<GenMap<(Option<String>, bool), Rc<Vec<Grant>>>> = RefCell::new(GenMap::with_capacity(MAX_CACHED));
+    static SETS: RefCell<GenMap<SetKey, Rc<Permitted>>> = RefCell::new(GenMap::with_capacity(MAX_CACHED));
 }
 
 /// Every role the identity holds: its own and its groups' assignments, inherited roles, and the
 /// pseudo-roles `anonymous` (everyone) and `authenticated` (any verified identity).
 pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>> {
     let key = (identity.user_id.clone(), identity.authenticated());
-    if let Some(g) = with_cache(|c| c.grants.get(&key).cloned()) {
+    if let Some(g) = GRANTS.with(|c| c.borrow_mut().get(&key)) {
         return Ok(g);
     }
+    let generation = cache::generation();
     let mut assigned: Vec<(String, Option<(String, String)>, String)> =
         vec![("anonymous".into(), None, "everyone".into())];
     if identity.authenticated() {
@@ -159,12 +153,7 @@ pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>>
         }
     }
     let out = Rc::new(out);
-    with_cache(|c| {
-        if c.grants.len() >= MAX_CACHED {
-            c.grants.clear();
-        }
-        c.grants.insert(key, out.clone());
-    });
+    GRANTS.with(|c| c.borrow_mut().insert(generation, key, out.clone()));
     Ok(out)
 }
 
@@ -325,17 +314,13 @@ fn validate_action(action: &str) -> AuthzResult<()> {
 pub fn permitted_for(identity: &Identity, resource_type: &str, action: &str) -> AuthzResult<Rc<Permitted>> {
     validate_action(action)?;
     let key = (identity.user_id.clone(), identity.authenticated(), resource_type.to_string(), action.to_string());
-    if let Some(p) = with_cache(|c| c.sets.get(&key).cloned()) {
+    if let Some(p) = SETS.with(|c| c.borrow_mut().get(&key)) {
         return Ok(p);
     }
+    let generation = cache::generation();
     let model = model::current()?;
     let p = Rc::new(compute(&model, identity, resource_type, action)?);
-    with_cache(|c| {
-        if c.sets.len() >= MAX_CACHED {
-            c.sets.clear();
-        }
-        c.sets.insert(key, p.clone());
-    });
+    SETS.with(|c| c.borrow_mut().insert(generation, key, p.clone()));
     Ok(p)
 }
 
@@ -561,7 +546,7 @@ pub fn check_current(resource_type: &str, id: &str, action: &str) -> AuthzResult
     } else {
         decide(&identity, resource_type, id, action)?.allowed
     };
-    audit::decision(&identity, resource_type, action, Some(id), allowed, None);
+    audit::decision(&identity.actor(), resource_type, action, Some(id), allowed, None);
     Ok(allowed)
 }
 
@@ -588,7 +573,7 @@ fn permits_row(
     let decision = decide_new_row(&identity, resource_type, id, parent_id, action).or_raise();
     if !decision.allowed {
         // Denials only: a bulk INSERT must not write one log line per row.
-        audit::decision(&identity, resource_type, action, Some(id), false, Some(&decision.reason));
+        audit::decision(&identity.actor(), resource_type, action, Some(id), false, Some(&decision.reason));
     }
     decision.allowed
 }
@@ -600,7 +585,7 @@ fn permitted_ids(resource_type: &str, action: &str) -> Vec<String> {
     warn_if_unknown_action(action).or_raise();
     let identity = identity::current().or_raise();
     let p = permitted_for(&identity, resource_type, action).or_raise();
-    audit::set_decision(&identity, &p);
+    audit::set_decision(&identity.actor(), &p.outcome());
     p.ids.clone()
 }
 
@@ -623,57 +608,6 @@ fn require(resource_type: &str, id: &str, action: &str) {
         .hint("authz.explain() shows which rules apply.")
         .raise();
     }
-}
-
-/// Which rules decide (principal, type, id, action), through which role, group or scope.
-/// Users may explain their own access; explaining another principal's needs the right to manage.
-#[pg_extern(stable, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
-fn explain(
-    principal: &str,
-    resource_type: &str,
-    id: &str,
-    action: &str,
-) -> TableIterator<
-    'static,
-    (
-        name!(outcome, String),
-        name!(effect, Option<String>),
-        name!(rule_id, Option<i64>),
-        name!(rule, Option<String>),
-        name!(role, Option<String>),
-        name!(granted_via, Option<String>),
-        name!(matched, Option<String>),
-    ),
-> {
-    let me = identity::current().or_raise();
-    if me.user_id.as_deref() != Some(principal) {
-        crate::policy::require_manage("principals").or_raise();
-    }
-    let subject = if me.user_id.as_deref() == Some(principal) {
-        me
-    } else {
-        Identity { source: identity::Source::Token, user_id: Some(principal.to_string()), token: None }
-    };
-    let decision = decide(&subject, resource_type, id, action).or_raise();
-    let outcome = if decision.allowed { "allow" } else { "deny" }.to_string();
-    let mut rows: Vec<_> = decision
-        .matches
-        .iter()
-        .map(|m| {
-            (
-                outcome.clone(),
-                Some(if m.rule.allow { "allow" } else { "deny" }.to_string()),
-                Some(m.rule.id),
-                Some(m.rule.describe()),
-                Some(m.grant.role.clone()),
-                Some(m.grant.describe()),
-                Some(m.matched.clone()),
-            )
-        })
-        .collect();
-    rows.push((outcome.clone(), None, None, Some(decision.reason), None, None, None));
-    TableIterator::new(rows)
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -821,11 +755,8 @@ mod tests {
 #[pg_extern(volatile)]
 fn flush_caches(sets_only: default!(bool, "false")) {
     if sets_only {
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            c.grants.clear();
-            c.sets.clear();
-        });
+        GRANTS.with(|c| c.borrow_mut().clear());
+        SETS.with(|c| c.borrow_mut().clear());
     } else {
         cache::bump();
     }
@@ -833,5 +764,5 @@ fn flush_caches(sets_only: default!(bool, "false")) {
 
 /// Number of permission sets cached in this backend.
 pub fn cached_sets() -> usize {
-    with_cache(|c| c.sets.len())
+    SETS.with(|c| c.borrow_mut().len())
 }

@@ -5,19 +5,22 @@ use std::ffi::CStr;
 
 use pgrx::prelude::*;
 
-use crate::errors::{AuthzError, AuthzResult};
+use crate::pg::errors::{AuthzError, AuthzResult};
 
 /// The role the caller acts as, ignoring any SECURITY DEFINER function on the stack: privilege
 /// checks inside our own definer functions must judge the caller, not the function's owner.
 pub fn outer_user() -> pg_sys::Oid {
+    // SAFETY: returns an oid; no pointer is involved.
     unsafe { pg_sys::GetOuterUserId() }
 }
 
 pub fn session_user() -> pg_sys::Oid {
+    // SAFETY: returns an oid; no pointer is involved.
     unsafe { pg_sys::GetSessionUserId() }
 }
 
 pub fn role_name(oid: pg_sys::Oid) -> String {
+    // SAFETY: a syscache lookup; the returned name (or null, checked) is palloc'd and copied at once.
     unsafe {
         let name = pg_sys::GetUserNameFromId(oid, true);
         if name.is_null() {
@@ -29,11 +32,13 @@ pub fn role_name(oid: pg_sys::Oid) -> String {
 }
 
 pub fn is_superuser(role: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog check by oid.
     unsafe { pg_sys::superuser_arg(role) }
 }
 
 /// Member of `authz_admin` (directly or through other roles, inherited or not).
 pub fn is_authz_admin(role: pg_sys::Oid) -> bool {
+    // SAFETY: a role lookup by a static name, then a membership check by oid.
     unsafe {
         let admin = pg_sys::get_role_oid(c"authz_admin".as_ptr(), true);
         admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(role, admin)
@@ -48,6 +53,7 @@ pub fn is_privileged(role: pg_sys::Oid) -> bool {
 /// Quote an identifier exactly as PostgreSQL's quote_ident() does.
 pub fn quote_ident(ident: &str) -> String {
     match std::ffi::CString::new(ident) {
+        // SAFETY: `c` is a NUL-terminated string; quote_identifier returns it or a palloc'd quoted copy, read at once.
         Ok(c) => unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())).to_string_lossy().into_owned() },
         // PostgreSQL names cannot contain NUL; quote defensively anyway.
         Err(_) => format!("\"{}\"", ident.replace('\0', "").replace('"', "\"\"")),
@@ -62,6 +68,7 @@ pub fn quote_literal(value: &str) -> String {
 
 /// Look up a relation's schema-qualified, quoted name.
 pub fn qualified_name(rel: pg_sys::Oid) -> AuthzResult<String> {
+    // SAFETY: syscache lookups by oid; returned names are null-checked and copied at once.
     unsafe {
         let relname = pg_sys::get_rel_name(rel);
         if relname.is_null() {

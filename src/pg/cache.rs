@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pgrx::prelude::*;
 
-use crate::errors::OrRaise;
+use crate::pg::errors::OrRaise;
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -22,14 +22,136 @@ thread_local! {
     static WATCHED: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
 }
 
+const POLICY_TABLES: &[&str] =
+    &["principals", "memberships", "roles", "role_inheritance", "resource_types", "role_assignments", "rules", "keys"];
+
+/// OIDs of the policy tables, for the invalidation watch list.
+pub fn policy_table_oids() -> Vec<pg_sys::Oid> {
+    let mut out = Vec::new();
+    // SAFETY: catalog lookups by name with static C strings; oids only are returned.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"authz".as_ptr(), true);
+        if nsp == pg_sys::InvalidOid {
+            return out;
+        }
+        for t in POLICY_TABLES {
+            if let Ok(name) = std::ffi::CString::new(*t) {
+                let oid = pg_sys::get_relname_relid(name.as_ptr(), nsp);
+                if oid != pg_sys::InvalidOid {
+                    out.push(oid);
+                }
+            }
+        }
+    }
+    out
+}
+
 pub fn generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    /// Called after every change of identity or policy (registered by the layers above: the
+    /// plan cache reset of src/enforce/elision.rs).
+    static ON_CHANGE: RefCell<Vec<fn()>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Register a function to call whenever the identity or the policy changes.
+pub fn on_change(f: fn()) {
+    ON_CHANGE.with(|c| c.borrow_mut().push(f));
+}
+
+/// The identity (token, verification settings) or the policy changed: tell the subscribers.
+pub fn identity_or_policy_changed() {
+    let subscribers = ON_CHANGE.with(|c| c.borrow().clone());
+    for f in subscribers {
+        f();
+    }
 }
 
 /// Forget everything cached in this backend.
 pub fn bump() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
-    crate::elision::identity_or_policy_changed();
+    identity_or_policy_changed();
+}
+
+/// A value computed from the policy tables, valid for one cache generation.
+pub struct Generational<T> {
+    generation: u64,
+    value: Option<T>,
+}
+
+impl<T: Clone> Generational<T> {
+    pub const fn new() -> Self {
+        Generational { generation: 0, value: None }
+    }
+
+    /// The value if it was computed under the current generation.
+    pub fn get(&self) -> Option<T> {
+        if self.generation == generation() {
+            self.value.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Remember `value` as computed under `computed_at`: a value loaded while an invalidation
+    /// arrived is stale at once, never current.
+    pub fn set(&mut self, computed_at: u64, value: T) {
+        self.generation = computed_at;
+        self.value = Some(value);
+    }
+}
+
+/// A bounded map of values computed from the policy tables, emptied when the generation moves.
+pub struct GenMap<K, V> {
+    generation: u64,
+    capacity: usize,
+    map: std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> GenMap<K, V> {
+    pub fn with_capacity(capacity: usize) -> Self {
+        GenMap { generation: 0, capacity, map: Default::default() }
+    }
+
+    fn sync(&mut self) {
+        let g = generation();
+        if self.generation != g {
+            self.map.clear();
+            self.generation = g;
+        }
+    }
+
+    pub fn get<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.sync();
+        self.map.get(key).cloned()
+    }
+
+    /// Insert a value computed under `computed_at` (ignored if the generation moved since).
+    pub fn insert(&mut self, computed_at: u64, key: K, value: V) {
+        self.sync();
+        if computed_at != self.generation {
+            return;
+        }
+        if self.map.len() >= self.capacity {
+            self.map.clear();
+        }
+        self.map.insert(key, value);
+    }
+
+    pub fn len(&mut self) -> usize {
+        self.sync();
+        self.map.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
 }
 
 pub fn watch(oids: impl IntoIterator<Item = pg_sys::Oid>) {
@@ -51,6 +173,7 @@ unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys:
 }
 
 pub fn init() {
+    // SAFETY: registers a callback that lives as long as the library, once per backend.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), pg_sys::Datum::from(0usize));
     }
@@ -94,7 +217,7 @@ fn invalidate_caches<'a>(
     // SAFETY: a syscache lookup returning a plain bool.
     if unsafe { pg_sys::get_rel_relispartition(relid) } {
         // Once per statement and partition (memo above); a fully qualified catalog function.
-        let ancestors = crate::db::select_one::<Vec<pg_sys::Oid>>(
+        let ancestors = crate::pg::db::select_one::<Vec<pg_sys::Oid>>(
             "SELECT pg_catalog.array_agg(relid::pg_catalog.oid) FROM pg_catalog.pg_partition_ancestors($1) a(relid)
              WHERE relid::pg_catalog.oid OPERATOR(pg_catalog.<>) $1",
             &[relid.into()],

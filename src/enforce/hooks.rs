@@ -1,0 +1,281 @@
+//! Executor and utility hooks (installed when the library loads, chained to any earlier hook) and
+//! the transaction callback: the statement boundaries pg_authz's per-statement state follows.
+//!
+//! - Executor start: accept pending invalidation messages (a grant revoked elsewhere applies from
+//!   the caller's next statement even inside an open transaction, where PostgreSQL would not read
+//!   them again while the locks it needs are already held), re-check a plan made with an elision,
+//!   and rewrite the parallel handoff.
+//! - Every run (each FETCH of a cursor): re-check that plan again.
+//! - End of a top-level statement, and end of the transaction (commit or abort): write the audit
+//!   lines the statement aggregated, and forget statement state. Planning, executor start and
+//!   every run count as nesting, so the SPI queries pg_authz itself runs while resolving a set
+//!   never look like the end of the client's statement.
+//!
+//! Earlier hooks are called through pgrx's FFI boundary guard (pgrx's bindings of the standard_*
+//! functions carry it already; guarding those twice would abort on the first ERROR), so an ERROR
+//! raised below unwinds through these frames, running their guards, instead of jumping over them.
+
+use std::cell::Cell;
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
+
+use crate::audit;
+use crate::enforce::{elision, handoff};
+use crate::pg::errors::OrRaise;
+
+static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
+static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
+static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
+static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+thread_local! {
+    /// How deep in executor runs and utility statements this backend is: 0 between statements.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts one level of nesting for its lifetime (dropped on return and while an ERROR unwinds).
+struct Nested;
+
+impl Nested {
+    fn enter() -> Nested {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        Nested
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+fn at_top_level() -> bool {
+    DEPTH.with(|d| d.get() == 0)
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
+    // SAFETY: `query_desc` is the executor's own descriptor, valid for this call; the previous hook (or the standard function) receives it unchanged.
+    unsafe {
+        // SAFETY (whole function): query_desc is the executor's own, valid for this call.
+        let stmt = (*query_desc).plannedstmt;
+        // What runs here (resolution, identity) is part of the statement, not a statement of its own.
+        let _nested = Nested::enter();
+        if pg_sys::ParallelWorkerNumber < 0 {
+            pg_sys::AcceptInvalidationMessages();
+        }
+        // EXPLAIN without ANALYZE only shows the plan; it runs nothing.
+        if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
+            elision::check_plan(stmt, true);
+        }
+        handoff::publish_for(!stmt.is_null() && (*stmt).parallelModeNeeded).or_raise();
+        let prev = PREV_EXECUTOR_START;
+        match prev {
+            Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc, eflags)),
+            None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+        }
+    }
+}
+
+/// Planning resolves permission sets (selectivity, index conditions) and may run SPI to load
+/// them: that is inside the statement being planned.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: std::ffi::c_int,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: the planner's own arguments, passed down the chain unchanged.
+    unsafe {
+        let _nested = Nested::enter();
+        let prev = PREV_PLANNER;
+        // SAFETY: passes the planner's own arguments down the chain.
+        match prev {
+            Some(prev) => pg_guard_ffi_boundary(|| prev(parse, query_string, cursor_options, bound_params)),
+            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        }
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    // SAFETY: `query_desc` is the executor's own descriptor, valid for this call; the previous hook (or the standard function) receives it unchanged.
+    unsafe {
+        // SAFETY: as above; the plan is the query descriptor's own.
+        elision::check_plan((*query_desc).plannedstmt, false);
+        {
+            let _nested = Nested::enter();
+            let prev = PREV_EXECUTOR_RUN;
+            match prev {
+                Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc, direction, count, execute_once)),
+                None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
+            }
+        }
+        // The rows are out (or this FETCH's are): the client's statement has made its decisions.
+        if at_top_level() {
+            audit::flush();
+        }
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
+    // SAFETY: `query_desc` is the executor's own descriptor, valid for this call; the previous hook (or the standard function) receives it unchanged.
+    unsafe {
+        {
+            let _nested = Nested::enter();
+            let prev = PREV_EXECUTOR_FINISH;
+            // SAFETY: passes the executor's own descriptor down the chain.
+            match prev {
+                Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc)),
+                None => pg_sys::standard_ExecutorFinish(query_desc),
+            }
+        }
+        // AFTER triggers have run.
+        if at_top_level() {
+            audit::flush();
+        }
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
+    // SAFETY: `query_desc` is the executor's own descriptor, valid for this call; the previous hook (or the standard function) receives it unchanged.
+    unsafe {
+        let prev = PREV_EXECUTOR_END;
+        // SAFETY: passes the executor's own descriptor down the chain.
+        match prev {
+            Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc)),
+            None => pg_sys::standard_ExecutorEnd(query_desc),
+        }
+        if at_top_level() {
+            audit::flush();
+        }
+    }
+}
+
+#[pgrx::pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: the utility statement's own arguments, passed down the chain (possibly with a masked copy of the text and of the PlannedStmt).
+    unsafe {
+        // A statement that carries a token goes down the chain (pg_stat_statements, pgaudit) as a
+        // copy of its own text with the token masked (src/redact.rs).
+        let (pstmt, query_string) = match redacted_statement(pstmt, query_string) {
+            Some(replacement) => replacement,
+            None => (pstmt, query_string),
+        };
+        {
+            let _nested = Nested::enter();
+            let prev = PREV_PROCESS_UTILITY;
+            // SAFETY: passes the utility statement's own arguments down the chain.
+            match prev {
+                Some(prev) => pg_guard_ffi_boundary(|| {
+                    prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+                }),
+                None => pg_sys::standard_ProcessUtility(
+                    pstmt,
+                    query_string,
+                    read_only_tree,
+                    context,
+                    params,
+                    query_env,
+                    dest,
+                    qc,
+                ),
+            }
+        }
+        if at_top_level() {
+            audit::flush();
+        }
+    }
+}
+
+/// The statement's own slice of `query_string`, with tokens masked, and a shallow copy of the
+/// planned statement pointing at all of it; `None` when the statement carries no token.
+unsafe fn redacted_statement(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+) -> Option<(*mut pg_sys::PlannedStmt, *const std::ffi::c_char)> {
+    // SAFETY: `pstmt` and `query_string` are the utility hook's arguments (both null-checked); stmt_location/stmt_len delimit the statement inside the NUL-terminated text.
+    unsafe {
+        if pstmt.is_null() || query_string.is_null() {
+            return None;
+        }
+        // SAFETY: query_string is the NUL-terminated source text PostgreSQL passed the hook, and
+        // stmt_location/stmt_len delimit this statement inside it (or are -1/0: the whole text).
+        let whole = std::ffi::CStr::from_ptr(query_string).to_bytes();
+        let (location, len) = ((*pstmt).stmt_location, (*pstmt).stmt_len);
+        let start = usize::try_from(location).unwrap_or(0).min(whole.len());
+        let end = match usize::try_from(len) {
+            Ok(n) if n > 0 && location >= 0 => (start + n).min(whole.len()),
+            _ => whole.len(),
+        };
+        let own = std::ffi::CString::new(whole.get(start..end)?).ok()?;
+        let masked = crate::pg::redact::mask_c(own.as_ptr())?;
+        let copy = pg_sys::palloc(std::mem::size_of::<pg_sys::PlannedStmt>()) as *mut pg_sys::PlannedStmt;
+        std::ptr::copy_nonoverlapping(pstmt, copy, 1);
+        (*copy).stmt_location = 0;
+        (*copy).stmt_len = 0;
+        // PostgreSQL identified a utility statement by a hash of its original text, token and all:
+        // one pg_stat_statements entry per token. Identify it by its masked text instead (a fixed-key
+        // hasher, so every backend computes the same id).
+        if (*copy).queryId != 0 {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            masked.as_bytes().hash(&mut h);
+            (*copy).queryId = h.finish().max(1);
+        }
+        Some((copy, pg_sys::pstrdup(masked.as_ptr())))
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE) {
+        // An ERROR may have left nesting counted by frames that never returned normally.
+        DEPTH.with(|d| d.set(0));
+        audit::flush();
+    }
+}
+
+/// Chain into the executor and utility hooks and register the transaction callback (called once,
+/// from _PG_init).
+pub fn init() {
+    // SAFETY: _PG_init runs once per backend, before any statement; hooks are process globals
+    // that PostgreSQL expects extensions to chain exactly like this.
+    unsafe {
+        PREV_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(planner);
+        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
+        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run);
+        PREV_EXECUTOR_FINISH = pg_sys::ExecutorFinish_hook;
+        pg_sys::ExecutorFinish_hook = Some(executor_finish);
+        PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(executor_end);
+        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+        pg_sys::RegisterXactCallback(Some(transaction_ended), std::ptr::null_mut());
+    }
+}
