@@ -122,8 +122,7 @@ fn write_line(mut line: Map<String, Value>, count: u64) {
 
 /// Count an event under `key` for the current statement; the line is built on first sight only.
 fn record(key: String, build: impl FnOnce() -> Map<String, Value>) {
-    // SAFETY: a plain read of the backend's statement state.
-    let statement = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+    let statement = crate::pg::statement::key();
     let (seen, mut earlier) = PENDING.with(|p| {
         let mut p = p.borrow_mut();
         let earlier = if p.0 != statement { std::mem::take(&mut p.1) } else { Vec::new() };

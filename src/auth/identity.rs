@@ -12,7 +12,7 @@ use crate::audit;
 use crate::auth::principals;
 use crate::auth::token::{self, VerifiedToken};
 use crate::pg::errors::{AuthzError, AuthzResult, OrRaise};
-use crate::pg::{db, settings};
+use crate::pg::{cache, db, settings, statement};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub enum Source {
@@ -60,7 +60,25 @@ impl Identity {
 
 /// Establish the current identity, verifying the token if one is set. A bad token is an error,
 /// never a fall-back to the login identity.
+///
+/// Established once per statement (src/pg/statement.rs), under a tag naming what it depends on —
+/// the token (its epoch changes with every assignment), the cache generation (keys, principals)
+/// and the session user — and, for a token, re-checked against the clock on every use: an
+/// expired token stops the statement's next question.
 pub fn current() -> AuthzResult<Identity> {
+    let tag = settings::token_epoch()
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(cache::generation().wrapping_mul(0xc2b2_ae3d_27d4_eb4f))
+        .wrapping_add(settings::verify_settings_epoch().wrapping_mul(0x1656_67b1_9e37_79f9))
+        .wrapping_add(u64::from(db::session_user().to_u32()));
+    let identity = statement::memo("identity", tag, establish)?;
+    if let Some(t) = &identity.token {
+        token::check_window(t).inspect_err(audit::token_rejected)?;
+    }
+    Ok((*identity).clone())
+}
+
+fn establish() -> AuthzResult<Identity> {
     if let Some(raw) = settings::token() {
         let t = verified(raw)?;
         return Ok(Identity { source: Source::Token, user_id: Some(t.user_id.clone()), token: Some(t) });

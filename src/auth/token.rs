@@ -119,7 +119,8 @@ fn remember(token: &[u8], generation: u64, settings: u64, verified: Rc<VerifiedT
     });
 }
 
-fn check_window(t: &VerifiedToken) -> AuthzResult<()> {
+/// Is the token inside its validity window now (with the configured leeway)?
+pub fn check_window(t: &VerifiedToken) -> AuthzResult<()> {
     let now = now_seconds();
     let leeway = settings::leeway_seconds() as f64;
     if now > t.exp + leeway {

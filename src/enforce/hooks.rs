@@ -255,6 +255,7 @@ unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _a
         // An ERROR may have left nesting counted by frames that never returned normally.
         DEPTH.with(|d| d.set(0));
         audit::flush();
+        crate::pg::statement::reset();
     }
 }
 

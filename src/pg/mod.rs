@@ -9,4 +9,5 @@ pub mod nodes;
 pub mod privileged;
 pub mod redact;
 pub mod settings;
+pub mod statement;
 pub mod text;
