@@ -30,7 +30,7 @@ REVOKE ALL ON FUNCTION authz._watch_table(regclass), authz._unwatch_table(regcla
 
 SELECT authz._watch_table(format('authz.%I', t)::regclass)
 FROM unnest(ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'resource_types',
-                  'role_assignments', 'rules', 'keys']) t;
+                  'role_assignments', 'rules', 'keys', 'claim_mappings']) t;
 
 -- Audit of policy changes: rows written only here, never key material.
 -- Only the policy tables' owner can write them, directly or through the SECURITY DEFINER API, so
@@ -58,7 +58,7 @@ DO $$
 DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'resource_types',
-                             'role_assignments', 'rules', 'keys', 'protected'] LOOP
+                             'role_assignments', 'rules', 'keys', 'protected', 'claim_mappings'] LOOP
         EXECUTE format('CREATE TRIGGER authz_audit AFTER INSERT OR UPDATE OR DELETE ON authz.%I
                         FOR EACH ROW EXECUTE FUNCTION authz._audit_change()', t);
     END LOOP;
@@ -308,6 +308,53 @@ BEGIN
     WHERE a.principal = unassign_role.principal AND a.role = unassign_role.role
       AND a.resource_type IS NOT DISTINCT FROM unassign_role.resource_type
       AND a.resource_id IS NOT DISTINCT FROM unassign_role.resource_id;
+    RETURN FOUND;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Roles and groups from token claims
+-- ---------------------------------------------------------------------------------------------
+
+-- The values of a verified token's claim (a string or an array of strings at a dotted path) name
+-- roles (kind 'role') or group principals (kind 'group') its subject holds for the token's life.
+CREATE FUNCTION authz.map_claim(claim text, kind text DEFAULT 'role', prefix text DEFAULT '', issuer text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE mapping_id bigint;
+BEGIN
+    PERFORM authz._require_manage('roles');
+    IF map_claim.claim IS NULL OR map_claim.claim !~ '^[^.]+(\.[^.]+)*$' OR map_claim.claim ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid claim path "%"', map_claim.claim USING ERRCODE = '22023',
+            DETAIL = 'A claim is a name, or a dotted path such as realm_access.roles.';
+    END IF;
+    IF map_claim.kind IS NULL OR map_claim.kind NOT IN ('role', 'group') THEN
+        RAISE EXCEPTION 'invalid claim mapping kind "%"', map_claim.kind USING ERRCODE = '22023',
+            HINT = 'Use ''role'' or ''group''.';
+    END IF;
+    IF map_claim.prefix IS NULL OR map_claim.prefix ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid prefix' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO authz.claim_mappings (claim, kind, prefix, issuer)
+    VALUES (map_claim.claim, map_claim.kind, map_claim.prefix, map_claim.issuer)
+    ON CONFLICT (claim, kind, prefix, issuer) DO NOTHING
+    RETURNING id INTO mapping_id;
+    IF mapping_id IS NULL THEN
+        SELECT m.id INTO mapping_id FROM authz.claim_mappings m
+        WHERE (m.claim, m.kind, m.prefix) = (map_claim.claim, map_claim.kind, map_claim.prefix)
+          AND m.issuer IS NOT DISTINCT FROM map_claim.issuer;
+    END IF;
+    RETURN mapping_id;
+END
+$$;
+
+CREATE FUNCTION authz.unmap_claim(claim text, kind text DEFAULT 'role', prefix text DEFAULT '', issuer text DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('roles');
+    DELETE FROM authz.claim_mappings m
+    WHERE (m.claim, m.kind, m.prefix) = (unmap_claim.claim, unmap_claim.kind, unmap_claim.prefix)
+      AND m.issuer IS NOT DISTINCT FROM unmap_claim.issuer;
     RETURN FOUND;
 END
 $$;

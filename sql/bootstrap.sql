@@ -94,6 +94,17 @@ CREATE TABLE authz.protected (
     protected_at       timestamptz NOT NULL DEFAULT now()
 );
 
+-- Token claims that name roles or groups (authz.map_claim()): held for the token's life, with no
+-- principal row needed. issuer NULL: any issuer.
+CREATE TABLE authz.claim_mappings (
+    id     bigserial PRIMARY KEY,
+    claim  text NOT NULL CHECK (claim ~ '^[^.]+(\.[^.]+)*$' AND claim !~ '[[:cntrl:]]'),
+    kind   text NOT NULL CHECK (kind IN ('role', 'group')),
+    prefix text NOT NULL DEFAULT '' CHECK (prefix !~ '[[:cntrl:]]'),
+    issuer text,
+    UNIQUE NULLS NOT DISTINCT (claim, kind, prefix, issuer)
+);
+
 CREATE TABLE authz.audit_changes (
     id           bigserial PRIMARY KEY,
     changed_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -112,7 +123,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA authz FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA authz FROM PUBLIC;
 GRANT SELECT ON authz.principals, authz.memberships, authz.roles, authz.role_inheritance,
     authz.resource_types, authz.role_assignments, authz.rules, authz.protected,
-    authz.audit_changes TO authz_admin;
+    authz.audit_changes, authz.claim_mappings TO authz_admin;
 GRANT SELECT (kid, alg, key_format, issuer, audience, created_at) ON authz.keys TO authz_admin;
 
 -- Policy data is configuration: pg_dump of a database keeps it.
@@ -126,7 +137,9 @@ SELECT pg_catalog.pg_extension_config_dump('authz.rules', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.keys', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.protected', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.audit_changes', '');
+SELECT pg_catalog.pg_extension_config_dump('authz.claim_mappings', '');
 -- ...and so is where their sequences stand: a restored install must not hand out ids again.
 SELECT pg_catalog.pg_extension_config_dump('authz.role_assignments_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.rules_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.audit_changes_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('authz.claim_mappings_id_seq', '');

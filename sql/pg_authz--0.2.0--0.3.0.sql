@@ -5,6 +5,23 @@
 -- every protected table's policies are re-rendered with the 0.3.0 templates.
 \echo Use "ALTER EXTENSION pg_authz UPDATE TO '0.3.0'" to load this file. \quit
 
+-- Roles and groups from token claims (authz.map_claim()).
+CREATE TABLE authz.claim_mappings (
+    id     bigserial PRIMARY KEY,
+    claim  text NOT NULL CHECK (claim ~ '^[^.]+(\.[^.]+)*$' AND claim !~ '[[:cntrl:]]'),
+    kind   text NOT NULL CHECK (kind IN ('role', 'group')),
+    prefix text NOT NULL DEFAULT '' CHECK (prefix !~ '[[:cntrl:]]'),
+    issuer text,
+    UNIQUE NULLS NOT DISTINCT (claim, kind, prefix, issuer)
+);
+REVOKE ALL ON authz.claim_mappings FROM PUBLIC;
+REVOKE ALL ON SEQUENCE authz.claim_mappings_id_seq FROM PUBLIC;
+GRANT SELECT ON authz.claim_mappings TO authz_admin;
+SELECT pg_catalog.pg_extension_config_dump('authz.claim_mappings', '');
+SELECT pg_catalog.pg_extension_config_dump('authz.claim_mappings_id_seq', '');
+CREATE TRIGGER authz_audit AFTER INSERT OR UPDATE OR DELETE ON authz.claim_mappings
+    FOR EACH ROW EXECUTE FUNCTION authz._audit_change();
+
 -- Backups keep where the policy tables' sequences stand.
 SELECT pg_catalog.pg_extension_config_dump('authz.role_assignments_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.rules_id_seq', '');
@@ -148,6 +165,47 @@ BEGIN
 END
 $$;
 ALTER FUNCTION authz._audit_change() SECURITY INVOKER RESET search_path;
+
+CREATE FUNCTION authz.map_claim(claim text, kind text DEFAULT 'role', prefix text DEFAULT '', issuer text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE mapping_id bigint;
+BEGIN
+    PERFORM authz._require_manage('roles');
+    IF map_claim.claim IS NULL OR map_claim.claim !~ '^[^.]+(\.[^.]+)*$' OR map_claim.claim ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid claim path "%"', map_claim.claim USING ERRCODE = '22023',
+            DETAIL = 'A claim is a name, or a dotted path such as realm_access.roles.';
+    END IF;
+    IF map_claim.kind IS NULL OR map_claim.kind NOT IN ('role', 'group') THEN
+        RAISE EXCEPTION 'invalid claim mapping kind "%"', map_claim.kind USING ERRCODE = '22023',
+            HINT = 'Use ''role'' or ''group''.';
+    END IF;
+    IF map_claim.prefix IS NULL OR map_claim.prefix ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid prefix' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO authz.claim_mappings (claim, kind, prefix, issuer)
+    VALUES (map_claim.claim, map_claim.kind, map_claim.prefix, map_claim.issuer)
+    ON CONFLICT (claim, kind, prefix, issuer) DO NOTHING
+    RETURNING id INTO mapping_id;
+    IF mapping_id IS NULL THEN
+        SELECT m.id INTO mapping_id FROM authz.claim_mappings m
+        WHERE (m.claim, m.kind, m.prefix) = (map_claim.claim, map_claim.kind, map_claim.prefix)
+          AND m.issuer IS NOT DISTINCT FROM map_claim.issuer;
+    END IF;
+    RETURN mapping_id;
+END
+$$;
+
+CREATE FUNCTION authz.unmap_claim(claim text, kind text DEFAULT 'role', prefix text DEFAULT '', issuer text DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('roles');
+    DELETE FROM authz.claim_mappings m
+    WHERE (m.claim, m.kind, m.prefix) = (unmap_claim.claim, unmap_claim.kind, unmap_claim.prefix)
+      AND m.issuer IS NOT DISTINCT FROM unmap_claim.issuer;
+    RETURN FOUND;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION authz.create_principal(id text, kind text DEFAULT 'user', db_role name DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -465,7 +523,7 @@ $$;
 
 SELECT authz._watch_table(format('authz.%I', t)::regclass)
 FROM unnest(ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'resource_types',
-                  'role_assignments', 'rules', 'keys']) t;
+                  'role_assignments', 'rules', 'keys', 'claim_mappings']) t;
 SELECT authz._watch_table(t.tbl) FROM authz.resource_types t WHERE t.tbl IS NOT NULL GROUP BY t.tbl;
 
 -- Re-render every protected table's policies with 0.3.0's templates. Partitions follow their root.

@@ -226,6 +226,24 @@ pub fn decision(who: &Actor, resource_type: &str, action: &str, id: Option<&str>
     });
 }
 
+/// Roles and groups a token's claims conferred through the claim mappings, and how many claimed
+/// names matched nothing (ignored).
+pub fn claims_mapped(who: &Actor, roles: usize, groups: usize, group_assignments: usize, ignored: usize) {
+    if !wanted(false) {
+        return;
+    }
+    let key = format!("claims\0{:?}\0{roles}\0{groups}\0{ignored}", who.principal);
+    record(key, || {
+        let mut m = base("claims_mapped");
+        identity_fields(&mut m, who);
+        m.insert("roles".into(), json!(roles));
+        m.insert("groups".into(), json!(groups));
+        m.insert("group_assignments".into(), json!(group_assignments));
+        m.insert("ignored".into(), json!(ignored));
+        m
+    });
+}
+
 /// A permission-set resolution (what a protected statement may touch): once per statement and
 /// set, however many call sites resolve it.
 pub fn set_decision(who: &Actor, p: &SetOutcome) {

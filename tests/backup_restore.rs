@@ -40,6 +40,8 @@ fn platform(c: &Cluster) {
              SELECT authz.create_principal('eve', 'user', 'eve');
              SELECT authz.assign_role('eve', 'editor', 'project', '1');
              SELECT authz.add_key('second', 'HS384', 'another-secret-another-secret-another-secret-0123');
+             SELECT authz.map_claim('realm_access.roles');
+             SELECT authz.map_claim('groups', 'group', issuer => 'https://idp');
              CREATE TABLE notes (id bigint PRIMARY KEY, session_id bigint NOT NULL, owner text, deleted boolean NOT NULL DEFAULT false);
              CREATE INDEX ON notes (session_id);
              INSERT INTO notes SELECT g, 1 + g % 6, 'alice', g % 5 = 0 FROM generate_series(1, 30) g;
@@ -64,6 +66,7 @@ const POLICY_ROWS: &str = "
     UNION ALL SELECT 'type ' || t::text FROM authz.resource_types t
     UNION ALL SELECT 'assignment ' || a::text FROM authz.role_assignments a
     UNION ALL SELECT 'rule ' || r::text FROM authz.rules r
+    UNION ALL SELECT 'claim ' || c::text FROM authz.claim_mappings c
     UNION ALL SELECT 'key ' || k.kid || ' ' || k.alg || ' ' || md5(k.material) FROM authz.keys k
     UNION ALL SELECT 'protected ' || p.tbl::text || ' ' || p.id_column || ' ' || p.resource_type || ' '
                      || coalesce(p.owner_column, '-') || ' ' || coalesce(p.soft_delete_column, '-') FROM authz.protected p

@@ -22,8 +22,17 @@ thread_local! {
     static WATCHED: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
 }
 
-const POLICY_TABLES: &[&str] =
-    &["principals", "memberships", "roles", "role_inheritance", "resource_types", "role_assignments", "rules", "keys"];
+const POLICY_TABLES: &[&str] = &[
+    "principals",
+    "memberships",
+    "roles",
+    "role_inheritance",
+    "resource_types",
+    "role_assignments",
+    "rules",
+    "keys",
+    "claim_mappings",
+];
 
 /// OIDs of the policy tables, for the invalidation watch list.
 pub fn policy_table_oids() -> Vec<pg_sys::Oid> {

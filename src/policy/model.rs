@@ -169,8 +169,19 @@ pub struct Hierarchy {
     pub owner: Vec<Option<String>>,
 }
 
+/// A token claim that names roles or groups (authz.map_claim()).
+#[derive(Debug, Clone)]
+pub struct ClaimMapping {
+    pub claim: String,
+    pub group: bool,
+    pub prefix: String,
+    pub issuer: Option<String>,
+}
+
 pub struct Model {
     pub generation: u64,
+    pub roles: HashSet<String>,
+    pub claim_mappings: Vec<ClaimMapping>,
     pub inherits: HashMap<String, Vec<String>>,
     pub rules_by_role: HashMap<String, Vec<Rc<Rule>>>,
     pub types: HashMap<String, Rc<ResourceType>>,
@@ -196,7 +207,7 @@ type TypeRow = (String, Option<u32>, Option<String>, Option<String>, Option<Stri
 
 fn load(generation: u64) -> AuthzResult<Model> {
     cache::watch(cache::policy_table_oids());
-    let (inheritance, rules, types) = privileged::run(Rights::Superuser, || {
+    let (inheritance, rules, types, roles, claim_mappings) = privileged::run(Rights::Superuser, || {
         Spi::connect(|client| {
             let mut inheritance = Vec::new();
             for row in client.select("SELECT role, inherits FROM authz.role_inheritance ORDER BY 1, 2", None, &[])? {
@@ -236,7 +247,31 @@ fn load(generation: u64) -> AuthzResult<Model> {
                     row.get::<String>(7)?,
                 ));
             }
-            Ok::<_, pgrx::spi::SpiError>((inheritance, rules, types))
+            let mut roles = HashSet::new();
+            for row in client.select("SELECT name FROM authz.roles", None, &[])? {
+                roles.extend(row.get::<String>(1)?);
+            }
+            let mut mappings = Vec::new();
+            // Absent while the SQL is still 0.2.0 or older (before ALTER EXTENSION … UPDATE).
+            let has_mappings = client
+                .select("SELECT pg_catalog.to_regclass('authz.claim_mappings') IS NOT NULL", None, &[])?
+                .first()
+                .get_one::<bool>()?
+                .unwrap_or(false);
+            let query = if has_mappings {
+                "SELECT claim, kind OPERATOR(pg_catalog.=) 'group', prefix, issuer FROM authz.claim_mappings ORDER BY id"
+            } else {
+                "SELECT NULL::pg_catalog.text, false, NULL::pg_catalog.text, NULL::pg_catalog.text WHERE false"
+            };
+            for row in client.select(query, None, &[])? {
+                mappings.push(ClaimMapping {
+                    claim: row.get::<String>(1)?.unwrap_or_default(),
+                    group: row.get::<bool>(2)?.unwrap_or(false),
+                    prefix: row.get::<String>(3)?.unwrap_or_default(),
+                    issuer: row.get::<String>(4)?,
+                });
+            }
+            Ok::<_, pgrx::spi::SpiError>((inheritance, rules, types, roles, mappings))
         })
     })?;
 
@@ -269,7 +304,15 @@ fn load(generation: u64) -> AuthzResult<Model> {
         );
     }
     cache::watch(table_oids);
-    Ok(Model { generation, inherits, rules_by_role, types: type_map, hierarchies: RefCell::new(HashMap::new()) })
+    Ok(Model {
+        generation,
+        roles,
+        claim_mappings,
+        inherits,
+        rules_by_role,
+        types: type_map,
+        hierarchies: RefCell::new(HashMap::new()),
+    })
 }
 
 impl Model {
