@@ -441,11 +441,15 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION authz.register_resource_type(name text, tbl regclass, id_column name,
+-- With a table: its ids are listed from it (and row-level security can protect tables by them).
+-- Without one (just a name): a virtual type whose ids are free strings — API routes, file paths,
+-- Casbin objects — answered by check(), require() and explain(), never listed.
+CREATE FUNCTION authz.register_resource_type(name text, tbl regclass DEFAULT NULL, id_column name DEFAULT NULL,
     parent_type text DEFAULT NULL, parent_column name DEFAULT NULL,
     public_column name DEFAULT NULL, owner_column name DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    previous regclass;
     cycle boolean;
 BEGIN
     PERFORM authz._require_manage('resource_types');
@@ -456,8 +460,28 @@ BEGIN
     IF name = 'authz' THEN
         RAISE EXCEPTION 'resource type "authz" is built in' USING ERRCODE = '42501';
     END IF;
+    IF tbl IS NULL AND id_column IS NULL THEN
+        IF parent_type IS NOT NULL OR parent_column IS NOT NULL OR public_column IS NOT NULL OR owner_column IS NOT NULL THEN
+            RAISE EXCEPTION 'a virtual resource type (no table) has no parent, public or owner column' USING ERRCODE = '22023',
+                HINT = 'Register it over a table to give it those.';
+        END IF;
+        IF EXISTS (SELECT FROM authz.protected p WHERE p.resource_type = register_resource_type.name)
+           OR EXISTS (SELECT FROM authz.resource_types t WHERE t.parent_type = register_resource_type.name) THEN
+            RAISE EXCEPTION 'resource type "%" protects tables or is a parent type: it needs its table', name
+                USING ERRCODE = '2BP01';
+        END IF;
+        SELECT t.tbl INTO previous FROM authz.resource_types t WHERE t.name = register_resource_type.name;
+        INSERT INTO authz.resource_types AS t (name) VALUES (register_resource_type.name)
+        ON CONFLICT ON CONSTRAINT resource_types_pkey DO UPDATE SET tbl = NULL, id_column = NULL,
+            parent_type = NULL, parent_column = NULL, public_column = NULL, owner_column = NULL;
+        IF previous IS NOT NULL AND NOT EXISTS (SELECT FROM authz.resource_types r WHERE r.tbl = previous) THEN
+            PERFORM authz._unwatch_table(previous);
+        END IF;
+        RETURN register_resource_type.name;
+    END IF;
     IF tbl IS NULL OR id_column IS NULL THEN
-        RAISE EXCEPTION 'a resource type needs a table and an id column' USING ERRCODE = '22023';
+        RAISE EXCEPTION 'a resource type over a table needs the table and its id column' USING ERRCODE = '22023',
+            HINT = 'Pass both, or neither for a virtual type.';
     END IF;
     IF (parent_type IS NULL) <> (parent_column IS NULL) THEN
         RAISE EXCEPTION 'parent_type and parent_column go together' USING ERRCODE = '22023';

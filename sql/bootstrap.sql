@@ -131,7 +131,7 @@ SELECT pg_catalog.pg_extension_config_dump('authz.principals', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.memberships', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.roles', 'WHERE NOT builtin');
 SELECT pg_catalog.pg_extension_config_dump('authz.role_inheritance', '');
-SELECT pg_catalog.pg_extension_config_dump('authz.resource_types', 'WHERE tbl IS NOT NULL');
+SELECT pg_catalog.pg_extension_config_dump('authz.resource_types', 'WHERE name <> ''authz''');
 SELECT pg_catalog.pg_extension_config_dump('authz.role_assignments', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.rules', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.keys', '');

@@ -202,7 +202,8 @@ SELECT authz.import_casbin(E'p, casbin_reader, run:xx*, read\ng, casbin_lead, ca
 SELECT count(*) AS casbin_roles FROM authz.roles WHERE name LIKE 'casbin%';
 SELECT count(*) AS casbin_principals FROM authz.principals WHERE id LIKE 'casbin%';
 -- The good policy: casbin_lead inherits casbin_reader (its name is a role: it has p lines and
--- is the role of another g line), erin holds casbin_lead.
+-- is the role of another g line), erin holds casbin_lead. Casbin does not tell users from roles:
+-- casbin_lead is also a subject (the first name of a g line), so it is a principal holding its own role.
 SELECT authz.import_casbin(E'p, casbin_reader, run:xx*, read\n# a comment\n\ng, casbin_lead, casbin_reader\ng, erin, casbin_lead\np, casbin_lead, run:lb1-1, read, deny\n');
 SELECT role, resource_type, pattern, action, effect FROM authz.rules WHERE role LIKE 'casbin%' ORDER BY 1, 3;
 SELECT role, inherits FROM authz.role_inheritance WHERE role LIKE 'casbin%';

@@ -229,8 +229,9 @@ unsafe fn redacted_statement(
             Ok(n) if n > 0 && location >= 0 => (start + n).min(whole.len()),
             _ => whole.len(),
         };
-        let own = std::ffi::CString::new(whole.get(start..end)?).ok()?;
-        let masked = crate::pg::redact::mask_c(own.as_ptr())?;
+        // No copy unless there is something to mask (the common case costs one scan).
+        let own = std::str::from_utf8(whole.get(start..end)?).ok()?;
+        let masked = std::ffi::CString::new(crate::pg::redact::mask_current(own)?).ok()?;
         let copy = pg_sys::palloc(std::mem::size_of::<pg_sys::PlannedStmt>()) as *mut pg_sys::PlannedStmt;
         std::ptr::copy_nonoverlapping(pstmt, copy, 1);
         (*copy).stmt_location = 0;

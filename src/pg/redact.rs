@@ -82,6 +82,11 @@ fn current_token() -> Option<&'static str> {
     crate::pg::settings::token().and_then(|t| std::str::from_utf8(t).ok())
 }
 
+/// `text` masked against the token shapes and the session's own token.
+pub fn mask_current(text: &str) -> Option<String> {
+    mask(text, current_token())
+}
+
 /// Mask a C string; `None` when it holds no token (the common case: no allocation).
 ///
 /// # Safety

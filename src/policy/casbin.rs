@@ -42,7 +42,7 @@ fn parse_casbin_line(number: usize, line: &str) -> AuthzResult<Option<CasbinLine
             Ok(Some(CasbinLine::Policy {
                 role: fields[1].into(),
                 resource_type: resource_type.into(),
-                pattern: pattern.into(),
+                pattern: native_pattern(pattern),
                 action: fields[3].into(),
                 allow,
             }))
@@ -56,6 +56,26 @@ fn parse_casbin_line(number: usize, line: &str) -> AuthzResult<Option<CasbinLine
         _ => Err(bad("lines start with p or g")),
     }
 }
+
+/// A Casbin object (keyMatch: `*` matches anything, every other character is itself) as a
+/// native pattern, where `?` is also a wildcard and `\` escapes: both are escaped, so the rule
+/// means exactly what the file says.
+fn native_pattern(object: &str) -> String {
+    let mut out = String::with_capacity(object.len());
+    for c in object.chars() {
+        if c == '\\' || c == '?' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// pg_authz's built-in roles: importing them grants or denies everyone (or every owner).
+const RESERVED_ROLES: [&str; 3] = ["anonymous", "authenticated", "owner"];
+
+/// The comment line that lets a file use the built-in roles on purpose.
+const RESERVED_DIRECTIVE: &str = "# pg_authz: allow-builtin-roles";
 
 fn apply_casbin_line(line: &CasbinLine, role_names: &std::collections::HashSet<String>) {
     let result = match line {
@@ -94,6 +114,22 @@ fn import_casbin(policy: &str) -> i32 {
             parsed.push((i + 1, l));
         }
     }
+    // The built-in roles stand for everyone (or every owner): a file names them only on purpose.
+    let reserved_allowed = policy.lines().any(|l| l.trim() == RESERVED_DIRECTIVE);
+    for (number, line) in &parsed {
+        let names: Vec<&str> = match line {
+            CasbinLine::Policy { role, .. } => vec![role],
+            CasbinLine::Grouping { member, role } => vec![member, role],
+        };
+        if let Some(name) = names.into_iter().find(|n| RESERVED_ROLES.contains(n)) {
+            if !reserved_allowed {
+                AuthzError::invalid(format!("casbin policy line {number} names the built-in role \"{name}\""))
+                    .detail(format!("\"{name}\" is held by every caller pg_authz knows of that kind: the line would apply to all of them."))
+                    .hint(format!("If that is the intent, add the line \"{RESERVED_DIRECTIVE}\" to the file."))
+                    .raise();
+            }
+        }
+    }
     // A name is a role if it already is one or if the policy uses it as one anywhere (subject of a
     // p line, target of a g line): decided before anything is applied, so line order cannot matter.
     let mut role_names = std::collections::HashSet::new();
@@ -104,10 +140,10 @@ fn import_casbin(policy: &str) -> i32 {
         };
     }
     let mut applied = 0;
-    for (number, line) in parsed {
+    for (number, line) in &parsed {
         // Errors raised inside the management functions are re-raised naming the line, keeping
         // their SQLSTATE; the whole import is one statement, so nothing is half-imported.
-        pgrx::PgTryBuilder::new(|| apply_casbin_line(&line, &role_names))
+        pgrx::PgTryBuilder::new(|| apply_casbin_line(line, &role_names))
             .catch_others(|cause| {
                 let (code, message) = match &cause {
                     pgrx::pg_sys::panic::CaughtError::PostgresError(e)
@@ -122,6 +158,42 @@ fn import_casbin(policy: &str) -> i32 {
             })
             .execute();
         applied += 1;
+    }
+    // Casbin does not tell users from roles: a name that holds rules (or roles) and also appears
+    // as a subject — a g line's first field, or an existing principal — holds its own role, so a
+    // user with p lines of its own, or named as a g target, keeps them.
+    let subjects: std::collections::HashSet<&String> = parsed
+        .iter()
+        .filter_map(|(_, l)| match l {
+            CasbinLine::Grouping { member, .. } => Some(member),
+            CasbinLine::Policy { .. } => None,
+        })
+        .collect();
+    for name in &role_names {
+        let exists = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM authz.principals WHERE id OPERATOR(pg_catalog.=) $1)",
+            &[name.as_str().into()],
+        )
+        .map_err(AuthzError::from)
+        .or_raise()
+        .unwrap_or(false);
+        if !exists && !subjects.contains(name) {
+            continue;
+        }
+        let result = if exists {
+            Ok(())
+        } else {
+            Spi::run_with_args("SELECT authz.create_principal($1)", &[name.as_str().into()])
+        }
+        .and_then(|_| Spi::run_with_args("SELECT authz.assign_role($1, $1)", &[name.as_str().into()]));
+        if let Err(e) = result {
+            AuthzError::invalid(format!(
+                "casbin subject \"{}\" could not hold its own role",
+                crate::pg::text::printable(name, 64)
+            ))
+            .detail(e.to_string())
+            .raise();
+        }
     }
     applied
 }
