@@ -17,10 +17,10 @@ use serde_json::Value;
 use crate::audit;
 use crate::auth::claims;
 use crate::auth::keys;
+use crate::pg::cache::{self, GenMap};
 use crate::pg::errors::{AuthzError, AuthzResult};
+use crate::pg::settings;
 use crate::pg::text::printable;
-use crate::pg::{cache, settings};
-use rustc_hash::FxHashMap as FastMap;
 
 #[derive(Debug)]
 pub struct VerifiedToken {
@@ -47,21 +47,15 @@ impl VerifiedToken {
     }
 }
 
-struct TokenCache {
-    generation: u64,
-    /// The verification settings epoch the entries were checked under; a change empties the cache.
-    settings: u64,
-    entries: FastMap<Vec<u8>, Rc<VerifiedToken>>,
-}
-
 thread_local! {
-    static CACHE: RefCell<TokenCache> =
-        RefCell::new(TokenCache { generation: 0, settings: 0, entries: FastMap::default() });
+    /// Verified tokens by their exact bytes, under the cache generation (keys) and tagged with the
+    /// verification settings epoch they were checked under.
+    static CACHE: RefCell<GenMap<Vec<u8>, Rc<VerifiedToken>>> = RefCell::new(GenMap::with_capacity(0));
 }
 
 /// Number of verified tokens this backend currently remembers.
 pub fn cached_tokens() -> usize {
-    CACHE.with(|c| c.borrow().entries.len())
+    CACHE.with(|c| c.borrow_mut().len())
 }
 
 fn now_seconds() -> f64 {
@@ -78,45 +72,23 @@ pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
         return Err(e);
     }
     let generation = cache::generation();
-    let settings = settings::verify_settings_epoch();
-    let use_cache = settings::token_cache_entries() > 0;
     let cached = CACHE.with(|c| {
-        let c = c.borrow();
-        if use_cache && c.generation == generation && c.settings == settings {
-            c.entries.get(token).cloned()
-        } else {
-            None
-        }
+        let mut c = c.borrow_mut();
+        c.retag(settings::verify_settings_epoch());
+        c.set_capacity(settings::token_cache_entries());
+        c.get(token)
     });
     let verified = match cached {
         Some(v) => v,
         None => {
             let v = Rc::new(verify_uncached(token).inspect_err(audit::token_rejected)?);
             audit::token_accepted(v.audit_fields());
-            remember(token, generation, settings, v.clone());
+            CACHE.with(|c| c.borrow_mut().insert(generation, token.to_vec(), v.clone()));
             v
         }
     };
     check_window(&verified).inspect_err(audit::token_rejected)?;
     Ok(verified)
-}
-
-fn remember(token: &[u8], generation: u64, settings: u64, verified: Rc<VerifiedToken>) {
-    let capacity = settings::token_cache_entries();
-    if capacity == 0 {
-        return;
-    }
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.generation != generation || c.settings != settings || c.entries.len() >= capacity {
-            // Bounded without bookkeeping: a full cache starts over. Re-verifying is only a cost.
-            c.entries.clear();
-            c.entries.shrink_to(capacity.min(4096));
-            c.generation = generation;
-            c.settings = settings;
-        }
-        c.entries.insert(token.to_vec(), verified);
-    });
 }
 
 /// Is the token inside its validity window now (with the configured leeway)?

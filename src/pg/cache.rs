@@ -112,16 +112,35 @@ impl<T: Clone> Generational<T> {
     }
 }
 
-/// A bounded map of values computed from the policy tables, emptied when the generation moves.
+/// A bounded map of values computed from the policy tables, emptied when the generation moves
+/// (or when the extra tag a user of the map chooses — e.g. the verification settings — changes).
 pub struct GenMap<K, V> {
     generation: u64,
+    tag: u64,
     capacity: usize,
     map: std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>,
 }
 
 impl<K: std::hash::Hash + Eq, V: Clone> GenMap<K, V> {
     pub fn with_capacity(capacity: usize) -> Self {
-        GenMap { generation: 0, capacity, map: Default::default() }
+        GenMap { generation: 0, tag: 0, capacity, map: Default::default() }
+    }
+
+    /// Entries were computed under `tag` from now on; a different tag than before empties the map.
+    pub fn retag(&mut self, tag: u64) {
+        if self.tag != tag {
+            self.map.clear();
+            self.tag = tag;
+        }
+    }
+
+    /// Bound the map (a setting may change it at run time); a smaller bound empties it.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        if capacity < self.map.len() {
+            self.map.clear();
+            self.map.shrink_to(capacity.min(4096));
+        }
+        self.capacity = capacity;
     }
 
     fn sync(&mut self) {
@@ -147,7 +166,11 @@ impl<K: std::hash::Hash + Eq, V: Clone> GenMap<K, V> {
         if computed_at != self.generation {
             return;
         }
+        if self.capacity == 0 {
+            return;
+        }
         if self.map.len() >= self.capacity {
+            // Bounded without bookkeeping: a full map starts over. Recomputing is only a cost.
             self.map.clear();
         }
         self.map.insert(key, value);
