@@ -13,10 +13,7 @@ const CAROL_SESSIONS: [i64; 3] = [1, 5, 6];
 /// Fixture + test key; login `app` mapped to principal `svc` (viewer on project 2, so it sees
 /// bob's sessions); principal carol: viewer on session 1 only.
 fn setup() -> Cluster {
-    let c = Cluster::start();
-    c.create_login("app");
-    c.add_test_key();
-    fixture(&c, &["app"]);
+    let c = platform(&["app"]);
     c.superuser()
         .batch_execute(
             "SELECT authz.create_principal('svc', 'user', 'app');

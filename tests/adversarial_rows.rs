@@ -12,10 +12,7 @@ use common::*;
 const EVE_READS: [i64; 4] = [1, 2, 5, 6];
 
 fn setup() -> Cluster {
-    let c = Cluster::start();
-    c.create_login("eve");
-    c.add_test_key();
-    fixture(&c, &["eve"]);
+    let c = platform(&["eve"]);
     c.superuser()
         .batch_execute(
             "SELECT authz.create_principal('eve', 'user', 'eve');

@@ -213,10 +213,7 @@ impl Env {
     /// EdDSA ("ed") public keys, and login `app` mapped to principal `svc` (viewer on project 2) so a
     /// silent fall-back to the login identity would show.
     fn start() -> Env {
-        let c = Cluster::start();
-        c.create_login("app");
-        c.add_test_key();
-        fixture(&c, &["app"]);
+        let c = platform(&["app"]);
         let mut su = c.superuser();
         for (kid, alg, pem) in [
             ("rsa", "RS256", RSA_PUBLIC),

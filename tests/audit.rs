@@ -19,10 +19,7 @@ fn with_app<'a>(lines: &'a [Value], app: &str) -> Vec<&'a Value> {
 }
 
 fn setup() -> Cluster {
-    let c = Cluster::start();
-    c.create_login("app");
-    c.add_test_key();
-    fixture(&c, &["app"]);
+    let c = platform(&["app"]);
     let mut su = c.superuser();
     su.batch_execute(
         "CREATE TABLE frames (id bigint PRIMARY KEY, session_id bigint NOT NULL REFERENCES sessions);

@@ -6,10 +6,7 @@ mod common;
 use common::*;
 
 fn setup() -> Cluster {
-    let c = Cluster::start();
-    c.create_login("app");
-    c.add_test_key();
-    fixture(&c, &["app"]);
+    let c = platform(&["app"]);
     c.superuser()
         .batch_execute(
             "SELECT authz.create_principal('team', 'group');

@@ -4,10 +4,7 @@ mod common;
 use common::*;
 
 fn setup() -> Cluster {
-    let c = Cluster::start();
-    c.create_login("app");
-    c.add_test_key();
-    fixture(&c, &["app"]);
+    let c = platform(&["app"]);
     // The shared login is itself mapped to a principal with access to project 2, so a silent
     // fall-back to the login identity would be visible.
     let mut su = c.superuser();

@@ -6,10 +6,7 @@ mod common;
 use common::*;
 
 fn setup() -> Cluster {
-    let c = Cluster::start();
-    c.create_login("app");
-    c.add_test_key();
-    fixture(&c, &["app"]);
+    let c = platform(&["app"]);
     c.superuser()
         .batch_execute(
             "CREATE TABLE notes (id bigint PRIMARY KEY, session_id bigint NOT NULL, deleted boolean NOT NULL DEFAULT false);

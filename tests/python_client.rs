@@ -50,10 +50,7 @@ fn python() -> PathBuf {
 }
 
 fn setup() -> Cluster {
-    let c = Cluster::start();
-    c.create_login("app");
-    c.add_test_key();
-    fixture(&c, &["app"]);
+    let c = platform(&["app"]);
     // The shared login has its own principal (viewer on session 2), so a silent fall-back from a
     // token to the login identity is visible.
     c.superuser()

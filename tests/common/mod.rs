@@ -211,6 +211,18 @@ pub fn code<T: std::fmt::Debug>(r: Result<T, postgres::Error>) -> SqlState {
     }
 }
 
+/// The shared platform most tests start from: a fresh cluster, the given logins, the HS256 test
+/// key, and `fixture()` with table privileges on images for those logins.
+pub fn platform(logins: &[&str]) -> Cluster {
+    let c = Cluster::start();
+    for l in logins {
+        c.create_login(l);
+    }
+    c.add_test_key();
+    fixture(&c, logins);
+    c
+}
+
 /// Projects 1..3 (3 public), sessions 1..6 (two per project), 10 images per session (ids 1..60,
 /// session = 1 + (id-1)/10); `images` protected on session_id. Roles: viewer reads sessions,
 /// editor (inherits viewer) writes them. Principals: alice = editor on project 1, bob = viewer
