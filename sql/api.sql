@@ -546,3 +546,8 @@ $$;
 REVOKE ALL ON FUNCTION authz._audit_change(), authz._require_principal(text, text), authz._require_role(text),
     authz._require_scope(text, text), authz._require_column(regclass, name, text), authz._casbin_group(text, text, boolean),
     authz._ensure_role(text), authz._add_rule(text, text, text, text, text) FROM PUBLIC;
+
+-- The delegation checks describe what other principals hold: only the API (running as the
+-- extension owner, judging the real caller) asks them.
+REVOKE ALL ON FUNCTION authz._require_may_confer(text, text, text), authz._require_may_confer_principal(text),
+    authz._require_may_map_login(text, text) FROM PUBLIC;

@@ -54,6 +54,8 @@ CREATE FUNCTION authz."_require_may_map_login"(
 STABLE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_require_may_map_login_wrapper';
+REVOKE ALL ON FUNCTION authz._require_may_confer(text, text, text), authz._require_may_confer_principal(text),
+    authz._require_may_map_login(text, text) FROM PUBLIC;
 
 -- Versions: the installed SQL, and the loaded library.
 CREATE OR REPLACE FUNCTION authz."version"() RETURNS TEXT /* String */

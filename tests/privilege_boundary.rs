@@ -477,6 +477,14 @@ fn a_delegate_cannot_confer_more_than_it_holds() {
         code(m.batch_execute("SELECT authz.assign_role('helper', 'rulemgr')")),
         SqlState::INSUFFICIENT_PRIVILEGE
     );
+    // The delegation checks describe what other principals hold: not callable directly.
+    for sql in [
+        "SELECT authz._require_may_confer_principal('admin')",
+        "SELECT authz._require_may_confer('rulemgr', NULL, NULL)",
+        "SELECT authz._require_may_map_login('olga', 'admin')",
+    ] {
+        assert_eq!(code(m.batch_execute(sql)), SqlState::INSUFFICIENT_PRIVILEGE, "{sql}");
+    }
     // A superuser still can.
     su.batch_execute("SELECT authz.assign_role('newbie', 'rooter')").unwrap();
 }
