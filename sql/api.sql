@@ -36,14 +36,14 @@ FROM unnest(ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'res
 -- Only the policy tables' owner can write them, directly or through the SECURITY DEFINER API, so
 -- the trigger needs no rights of its own; it is not SECURITY DEFINER, and it can therefore see the
 -- writer's settings. A restore (pg_restore, or psql running a pg_dump script) loads the policy
--- tables with COPY, or with INSERTs under pg_dump's empty search_path (the API always runs under
--- its own pinned one): those rows were audited when they were first made, the restored audit table
--- already holds them, and a restore writes no audit rows of its own. Every name is qualified.
+-- tables — with COPY or INSERTs — under pg_dump's empty search_path, which the API never runs
+-- under (it pins its own), so no caller can make a change of its own look like a restore: the
+-- restored rows were audited when they were first made, the restored audit table already holds
+-- them, and a restore writes no audit rows of its own. Every name is qualified.
 CREATE FUNCTION authz._audit_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*COPY\s'
-       OR pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) '' THEN
+    IF pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) '' THEN
         RETURN NULL;
     END IF;
     INSERT INTO authz.audit_changes (token_sub, table_name, operation, old_value, new_value)
@@ -126,6 +126,10 @@ CREATE FUNCTION authz.drop_principal(id text)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM authz._require_manage('principals');
+    -- Dropping a group lifts what it denies its members: not a delegate's call.
+    IF EXISTS (SELECT FROM authz.principals p WHERE p.id = drop_principal.id AND p.kind = 'group') THEN
+        PERFORM authz._require_may_remove('principal', drop_principal.id);
+    END IF;
     DELETE FROM authz.principals p WHERE p.id = drop_principal.id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'principal "%" does not exist', id USING ERRCODE = '23503';
@@ -178,6 +182,7 @@ CREATE FUNCTION authz.remove_member(group_id text, member_id text)
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM authz._require_manage('principals');
+    PERFORM authz._require_may_remove('principal', remove_member.group_id);
     DELETE FROM authz.memberships m WHERE m.group_id = remove_member.group_id AND m.member_id = remove_member.member_id;
     RETURN FOUND;
 END
@@ -204,6 +209,8 @@ BEGIN
     PERFORM authz._require_manage('roles');
     PERFORM authz._require_role(role);
     PERFORM authz._require_role(inherits);
+    -- Every holder of role gains what inherits carries: a delegate may only confer what it holds.
+    PERFORM authz._require_may_confer(inherits, NULL, NULL);
     WITH RECURSIVE down(name, path) AS (
         SELECT inherits, ARRAY[role, inherits]
         UNION ALL
@@ -224,6 +231,7 @@ CREATE FUNCTION authz.remove_inheritance(role text, inherits text)
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM authz._require_manage('roles');
+    PERFORM authz._require_may_remove('role', remove_inheritance.inherits);
     DELETE FROM authz.role_inheritance i WHERE i.role = remove_inheritance.role AND i.inherits = remove_inheritance.inherits;
     RETURN FOUND;
 END
@@ -304,6 +312,7 @@ CREATE FUNCTION authz.unassign_role(principal text, role text, resource_type tex
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM authz._require_manage('principals');
+    PERFORM authz._require_may_remove('role', unassign_role.role);
     DELETE FROM authz.role_assignments a
     WHERE a.principal = unassign_role.principal AND a.role = unassign_role.role
       AND a.resource_type IS NOT DISTINCT FROM unassign_role.resource_type
@@ -323,7 +332,8 @@ RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, p
 #variable_conflict use_column
 DECLARE mapping_id bigint;
 BEGIN
-    PERFORM authz._require_manage('roles');
+    -- Trusting the identity provider's claims for roles is the DBA's decision, not a delegate's.
+    PERFORM authz._require_privileged('map token claims to roles or groups');
     IF map_claim.claim IS NULL OR map_claim.claim !~ '^[^.]+(\.[^.]+)*$' OR map_claim.claim ~ '[[:cntrl:]]' THEN
         RAISE EXCEPTION 'invalid claim path "%"', map_claim.claim USING ERRCODE = '22023',
             DETAIL = 'A claim is a name, or a dotted path such as realm_access.roles.';
@@ -351,7 +361,7 @@ $$;
 CREATE FUNCTION authz.unmap_claim(claim text, kind text DEFAULT 'role', prefix text DEFAULT '', issuer text DEFAULT NULL)
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM authz._require_manage('roles');
+    PERFORM authz._require_privileged('map token claims to roles or groups');
     DELETE FROM authz.claim_mappings m
     WHERE (m.claim, m.kind, m.prefix) = (unmap_claim.claim, unmap_claim.kind, unmap_claim.prefix)
       AND m.issuer IS NOT DISTINCT FROM unmap_claim.issuer;
@@ -493,6 +503,8 @@ BEGIN
         RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = '42809',
             DETAIL = 'A resource type lists its ids in an ordinary or partitioned table, read as that table''s owner.';
     END IF;
+    -- pg_authz will read these columns and hand them out as ids: the caller must be able to.
+    PERFORM authz._require_readable_table(tbl::oid, ARRAY[id_column, parent_column, public_column, owner_column]::text[]);
     PERFORM authz._require_column(tbl, id_column, 'id');
     PERFORM authz._require_column(tbl, parent_column, 'parent');
     PERFORM authz._require_column(tbl, public_column, 'public');
@@ -550,4 +562,5 @@ REVOKE ALL ON FUNCTION authz._audit_change(), authz._require_principal(text, tex
 -- The delegation checks describe what other principals hold: only the API (running as the
 -- extension owner, judging the real caller) asks them.
 REVOKE ALL ON FUNCTION authz._require_may_confer(text, text, text), authz._require_may_confer_principal(text),
-    authz._require_may_map_login(text, text) FROM PUBLIC;
+    authz._require_may_map_login(text, text), authz._require_may_remove(text, text),
+    authz._require_readable_table(oid, text[]) FROM PUBLIC;

@@ -24,7 +24,7 @@ BEGIN
            'another permissive policy on a protected table widens what pg_authz allows',
            'Make it AS RESTRICTIVE, or drop it.'
     FROM pg_policy pol JOIN authz.protected p ON p.tbl = pol.polrelid
-    WHERE pol.polpermissive AND pol.polname NOT LIKE 'authz\_%';
+    WHERE pol.polpermissive AND pol.polname NOT IN ('authz_select', 'authz_insert', 'authz_update', 'authz_delete');
 
     -- A policy asking about a resource type nobody registered fails every query on its table.
     RETURN QUERY
@@ -69,9 +69,12 @@ BEGIN
 
     -- Partitions can be queried directly; each must carry the policies itself.
     RETURN QUERY
-    SELECT 'error', i.inhrelid::regclass::text, format('partition of protected table %s is not protected', i.inhparent::regclass),
-           format('SELECT authz.protect(%L, %L, %L);', p.tbl::text, p.id_column, p.resource_type)
-    FROM pg_inherits i JOIN authz.protected p ON p.tbl = i.inhparent
+    SELECT 'error', i.inhrelid::regclass::text,
+           format('%s of protected table %s is not protected',
+                  CASE WHEN c.relispartition THEN 'partition' ELSE 'inheritance child' END, i.inhparent::regclass),
+           format('SELECT authz.protect(%L, %L, %L);',
+                  CASE WHEN c.relispartition THEN p.tbl::text ELSE i.inhrelid::regclass::text END, p.id_column, p.resource_type)
+    FROM pg_inherits i JOIN authz.protected p ON p.tbl = i.inhparent JOIN pg_class c ON c.oid = i.inhrelid
     WHERE NOT EXISTS (SELECT FROM authz.protected q WHERE q.tbl = i.inhrelid);
 
     RETURN QUERY

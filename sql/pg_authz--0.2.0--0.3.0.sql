@@ -54,8 +54,29 @@ CREATE FUNCTION authz."_require_may_map_login"(
 STABLE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_require_may_map_login_wrapper';
+CREATE FUNCTION authz."_require_may_remove"(
+	"kind" TEXT, /* & str */
+	"name" TEXT /* & str */
+) RETURNS void
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_require_may_remove_wrapper';
+CREATE FUNCTION authz."_require_privileged"(
+	"what" TEXT /* & str */
+) RETURNS void
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_require_privileged_wrapper';
+CREATE FUNCTION authz."_require_readable_table"(
+	"tbl" oid, /* pg_sys :: Oid */
+	"columns" TEXT[] /* Vec < Option < String > > */
+) RETURNS void
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_require_readable_table_wrapper';
 REVOKE ALL ON FUNCTION authz._require_may_confer(text, text, text), authz._require_may_confer_principal(text),
-    authz._require_may_map_login(text, text) FROM PUBLIC;
+    authz._require_may_map_login(text, text), authz._require_may_remove(text, text),
+    authz._require_readable_table(oid, text[]) FROM PUBLIC;
 
 -- Versions: the installed SQL, and the loaded library.
 CREATE OR REPLACE FUNCTION authz."version"() RETURNS TEXT /* String */
@@ -158,8 +179,7 @@ REVOKE ALL ON FUNCTION authz._watch_table(regclass), authz._unwatch_table(regcla
 CREATE OR REPLACE FUNCTION authz._audit_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*COPY\s'
-       OR pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) '' THEN
+    IF pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) '' THEN
         RETURN NULL;
     END IF;
     INSERT INTO authz.audit_changes (token_sub, table_name, operation, old_value, new_value)
@@ -176,7 +196,8 @@ RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, p
 #variable_conflict use_column
 DECLARE mapping_id bigint;
 BEGIN
-    PERFORM authz._require_manage('roles');
+    -- Trusting the identity provider's claims for roles is the DBA's decision, not a delegate's.
+    PERFORM authz._require_privileged('map token claims to roles or groups');
     IF map_claim.claim IS NULL OR map_claim.claim !~ '^[^.]+(\.[^.]+)*$' OR map_claim.claim ~ '[[:cntrl:]]' THEN
         RAISE EXCEPTION 'invalid claim path "%"', map_claim.claim USING ERRCODE = '22023',
             DETAIL = 'A claim is a name, or a dotted path such as realm_access.roles.';
@@ -204,7 +225,7 @@ $$;
 CREATE FUNCTION authz.unmap_claim(claim text, kind text DEFAULT 'role', prefix text DEFAULT '', issuer text DEFAULT NULL)
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM authz._require_manage('roles');
+    PERFORM authz._require_privileged('map token claims to roles or groups');
     DELETE FROM authz.claim_mappings m
     WHERE (m.claim, m.kind, m.prefix) = (unmap_claim.claim, unmap_claim.kind, unmap_claim.prefix)
       AND m.issuer IS NOT DISTINCT FROM unmap_claim.issuer;
@@ -240,6 +261,79 @@ BEGIN
     END IF;
     INSERT INTO authz.principals (id, kind, db_role) VALUES (id, kind, db_role);
     RETURN id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION authz.drop_principal(id text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('principals');
+    -- Dropping a group lifts what it denies its members: not a delegate's call.
+    IF EXISTS (SELECT FROM authz.principals p WHERE p.id = drop_principal.id AND p.kind = 'group') THEN
+        PERFORM authz._require_may_remove('principal', drop_principal.id);
+    END IF;
+    DELETE FROM authz.principals p WHERE p.id = drop_principal.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'principal "%" does not exist', id USING ERRCODE = '23503';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION authz.remove_member(group_id text, member_id text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('principals');
+    PERFORM authz._require_may_remove('principal', remove_member.group_id);
+    DELETE FROM authz.memberships m WHERE m.group_id = remove_member.group_id AND m.member_id = remove_member.member_id;
+    RETURN FOUND;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION authz.add_inheritance(role text, inherits text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE cycle text;
+BEGIN
+    PERFORM authz._require_manage('roles');
+    PERFORM authz._require_role(role);
+    PERFORM authz._require_role(inherits);
+    -- Every holder of role gains what inherits carries: a delegate may only confer what it holds.
+    PERFORM authz._require_may_confer(inherits, NULL, NULL);
+    WITH RECURSIVE down(name, path) AS (
+        SELECT inherits, ARRAY[role, inherits]
+        UNION ALL
+        SELECT i.inherits, down.path || i.inherits
+        FROM authz.role_inheritance i JOIN down ON i.role = down.name
+        WHERE NOT i.inherits = ANY(down.path[2:])
+    )
+    SELECT array_to_string(path, ' -> ') INTO cycle FROM down WHERE name = role LIMIT 1;
+    IF role = inherits OR cycle IS NOT NULL THEN
+        RAISE EXCEPTION 'role inheritance cycle: %', coalesce(cycle, role || ' -> ' || inherits)
+            USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO authz.role_inheritance VALUES (role, inherits) ON CONFLICT DO NOTHING;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION authz.remove_inheritance(role text, inherits text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('roles');
+    PERFORM authz._require_may_remove('role', remove_inheritance.inherits);
+    DELETE FROM authz.role_inheritance i WHERE i.role = remove_inheritance.role AND i.inherits = remove_inheritance.inherits;
+    RETURN FOUND;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION authz.unassign_role(principal text, role text, resource_type text DEFAULT NULL, resource_id text DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authz._require_manage('principals');
+    PERFORM authz._require_may_remove('role', unassign_role.role);
+    DELETE FROM authz.role_assignments a
+    WHERE a.principal = unassign_role.principal AND a.role = unassign_role.role
+      AND a.resource_type IS NOT DISTINCT FROM unassign_role.resource_type
+      AND a.resource_id IS NOT DISTINCT FROM unassign_role.resource_id;
+    RETURN FOUND;
 END
 $$;
 
@@ -357,6 +451,8 @@ BEGIN
         RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = '42809',
             DETAIL = 'A resource type lists its ids in an ordinary or partitioned table, read as that table''s owner.';
     END IF;
+    -- pg_authz will read these columns and hand them out as ids: the caller must be able to.
+    PERFORM authz._require_readable_table(tbl::oid, ARRAY[id_column, parent_column, public_column, owner_column]::text[]);
     PERFORM authz._require_column(tbl, id_column, 'id');
     PERFORM authz._require_column(tbl, parent_column, 'parent');
     PERFORM authz._require_column(tbl, public_column, 'public');
@@ -433,7 +529,7 @@ BEGIN
            'another permissive policy on a protected table widens what pg_authz allows',
            'Make it AS RESTRICTIVE, or drop it.'
     FROM pg_policy pol JOIN authz.protected p ON p.tbl = pol.polrelid
-    WHERE pol.polpermissive AND pol.polname NOT LIKE 'authz\_%';
+    WHERE pol.polpermissive AND pol.polname NOT IN ('authz_select', 'authz_insert', 'authz_update', 'authz_delete');
 
     -- A policy asking about a resource type nobody registered fails every query on its table.
     RETURN QUERY
@@ -478,9 +574,12 @@ BEGIN
 
     -- Partitions can be queried directly; each must carry the policies itself.
     RETURN QUERY
-    SELECT 'error', i.inhrelid::regclass::text, format('partition of protected table %s is not protected', i.inhparent::regclass),
-           format('SELECT authz.protect(%L, %L, %L);', p.tbl::text, p.id_column, p.resource_type)
-    FROM pg_inherits i JOIN authz.protected p ON p.tbl = i.inhparent
+    SELECT 'error', i.inhrelid::regclass::text,
+           format('%s of protected table %s is not protected',
+                  CASE WHEN c.relispartition THEN 'partition' ELSE 'inheritance child' END, i.inhparent::regclass),
+           format('SELECT authz.protect(%L, %L, %L);',
+                  CASE WHEN c.relispartition THEN p.tbl::text ELSE i.inhrelid::regclass::text END, p.id_column, p.resource_type)
+    FROM pg_inherits i JOIN authz.protected p ON p.tbl = i.inhparent JOIN pg_class c ON c.oid = i.inhrelid
     WHERE NOT EXISTS (SELECT FROM authz.protected q WHERE q.tbl = i.inhrelid);
 
     RETURN QUERY
@@ -555,4 +654,5 @@ SELECT authz._watch_table(t.tbl) FROM authz.resource_types t WHERE t.tbl IS NOT 
 -- Re-render every protected table's policies with 0.3.0's templates. Partitions follow their root.
 SELECT authz.protect(p.tbl, p.id_column, p.resource_type, p.owner_column, p.soft_delete_column)
 FROM authz.protected p
-WHERE NOT EXISTS (SELECT FROM pg_inherits i JOIN authz.protected q ON q.tbl = i.inhparent WHERE i.inhrelid = p.tbl);
+WHERE NOT EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid AND c.relispartition
+                  JOIN authz.protected q ON q.tbl = i.inhparent WHERE i.inhrelid = p.tbl);

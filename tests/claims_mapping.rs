@@ -102,6 +102,14 @@ fn group_claims_give_the_groups_scoped_grants_and_issuers_are_kept_apart() {
     let sneaky = keycloak("kc-0004", &[], &["alice"], "https://idp-a");
     let (s, n) = seen(&c, sneaky).unwrap();
     assert_eq!((s.as_slice(), n), PUBLIC_ONLY);
+    // A claim never confers a built-in role (owner holds rules on every owned row; here, all).
+    su.batch_execute(
+        "SELECT authz.allow('owner', 'session', '*', 'read'); SELECT authz.map_claim('realm_access.roles')",
+    )
+    .unwrap();
+    let owner = keycloak("kc-0005", &["owner", "authenticated"], &[], "https://idp-a");
+    let (s, n) = seen(&c, owner).unwrap();
+    assert_eq!((s.as_slice(), n), PUBLIC_ONLY);
     // Bad arguments are 22023; a delegate without roles management is 42501.
     for bad in
         ["SELECT authz.map_claim('')", "SELECT authz.map_claim('a..b')", "SELECT authz.map_claim('groups', 'team')"]

@@ -33,8 +33,14 @@ fn drop_extension_is_refused_until_uninstall_returns_every_table_to_plain_postgr
 
     // A plain login cannot uninstall.
     assert_eq!(code(app.query_one("SELECT authz.uninstall()", &[])), SqlState::INSUFFICIENT_PRIVILEGE);
+    // A protected inheritance child of a protected table is its own root.
+    su.batch_execute(
+        "CREATE TABLE old_notes () INHERITS (notes);
+         SELECT authz.protect('old_notes', 'session_id', 'session');",
+    )
+    .unwrap();
     let n: i32 = su.query_one("SELECT authz.uninstall()", &[]).unwrap().get(0);
-    assert_eq!(n, 2, "images and notes");
+    assert_eq!(n, 3, "images, notes and old_notes");
     su.batch_execute("DROP EXTENSION pg_authz CASCADE").unwrap();
     let leftovers: Vec<String> = su
         .query(
@@ -101,6 +107,16 @@ fn versions_and_doctor_errors() {
     let find = |needle: &str| rows.iter().find(|(_, o, p)| o.contains(needle) || p.contains(needle)).cloned();
     let wide = find("wide_open").expect("the extra permissive policy is reported");
     assert_eq!(wide.0, "error");
+    // A backdoor named like pg_authz's own policies is no exception.
+    su.batch_execute("CREATE POLICY authz_backdoor ON images FOR SELECT USING (true)").unwrap();
+    let backdoor: i64 = su
+        .query_one(
+            "SELECT count(*) FROM authz.doctor() WHERE severity = 'error' AND object LIKE '%authz_backdoor%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(backdoor, 1);
     let ghost = find("\"ghost\"").or_else(|| find("'ghost'")).expect("the unregistered type is reported");
     assert_eq!(ghost.0, "error");
     let version = find("loaded library").expect("the version mismatch is reported");

@@ -122,6 +122,55 @@ fn a_resource_table_owner_cannot_run_code_as_superuser_through_the_resolver() {
 }
 
 #[test]
+fn registering_a_resource_type_never_reads_what_the_caller_cannot() {
+    let c = setup();
+    let mut su = c.superuser();
+    su.batch_execute(
+        "SELECT authz.create_role('typemgr');
+         SELECT authz.allow('typemgr', 'authz', 'resource_types', 'manage');
+         SELECT authz.allow('typemgr', 'authz', 'rules', 'manage');
+         SELECT authz.create_principal('mallory', 'user', 'mallory');
+         SELECT authz.assign_role('mallory', 'typemgr');
+         SELECT authz.add_key('k2', 'HS256', 'a-secret-nobody-may-read-0123456789abcdef');
+         CREATE TABLE private_ids (id text PRIMARY KEY, secret text);
+         INSERT INTO private_ids VALUES ('1', 'classified');
+         GRANT CREATE ON SCHEMA public TO mallory;",
+    )
+    .unwrap();
+    let mut m = c.connect("mallory");
+    m.batch_execute("CREATE TABLE mine (id text PRIMARY KEY, pub boolean NOT NULL DEFAULT true)").unwrap();
+    for sql in [
+        // pg_authz's own tables and the catalogs are never resource tables.
+        "SELECT authz.register_resource_type('k', 'authz.keys', 'material')",
+        "SELECT authz.register_resource_type('pw', 'pg_authid', 'rolname')",
+        // A table (or column) the caller cannot read.
+        "SELECT authz.register_resource_type('p', 'private_ids', 'secret')",
+    ] {
+        assert_eq!(code(m.batch_execute(sql)), SqlState::INSUFFICIENT_PRIVILEGE, "{sql}");
+    }
+    // Its own table is fine.
+    m.batch_execute("SELECT authz.register_resource_type('mine', 'mine', 'id', public_column => 'pub')").unwrap();
+    let ids: Vec<String> = m.query_one("SELECT authz.permitted_ids('mine', 'read')", &[]).unwrap().get(0);
+    assert!(ids.is_empty());
+}
+
+#[test]
+fn a_policy_change_made_inside_copy_is_still_audited() {
+    let c = setup();
+    let out = c.psql("postgres", &["-c", "COPY (SELECT authz.create_principal('copied')) TO STDOUT"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let audited: i64 = c
+        .superuser()
+        .query_one(
+            "SELECT count(*) FROM authz.audit_changes WHERE table_name = 'principals' AND new_value->>'id' = 'copied'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1, "a COPY-wrapped change escaped the audit table");
+}
+
+#[test]
 fn every_security_definer_function_pins_its_search_path() {
     let c = setup();
     let rows = c
@@ -475,6 +524,52 @@ fn a_delegate_cannot_confer_more_than_it_holds() {
     m.batch_execute(&format!("SET authz.token = '{}'", token("helper"))).unwrap();
     assert_eq!(
         code(m.batch_execute("SELECT authz.assign_role('helper', 'rulemgr')")),
+        SqlState::INSUFFICIENT_PRIVILEGE
+    );
+    // Roles delegates: no inheritance towards what they do not hold; nobody but a superuser or
+    // authz_admin maps token claims.
+    su.batch_execute(
+        "SELECT authz.create_role('rolemgr');
+         SELECT authz.allow('rolemgr', 'authz', 'roles', 'manage');
+         SELECT authz.allow('rolemgr', 'authz', 'principals', 'manage');
+         SELECT authz.create_principal('roler');
+         SELECT authz.assign_role('roler', 'rolemgr');
+         SELECT authz.create_role('contractor');
+         SELECT authz.deny('contractor', 'session', '*', 'write');
+         SELECT authz.create_principal('contractors', 'group');
+         SELECT authz.assign_role('contractors', 'contractor');
+         SELECT authz.add_member('contractors', 'roler');
+         SELECT authz.assign_role('roler', 'contractor');",
+    )
+    .unwrap();
+    let mut r = c.connect("mallory");
+    r.batch_execute(&format!("SET authz.token = '{}'", token("roler"))).unwrap();
+    for sql in [
+        "SELECT authz.add_inheritance('rolemgr', 'rulemgr')",
+        "SELECT authz.create_role('sneaky', ARRAY['rulemgr'])",
+        "SELECT authz.map_claim('realm_access.roles')",
+        // Removing what carries a deny widens access: the delegate's own deny above all.
+        "SELECT authz.remove_member('contractors', 'roler')",
+        "SELECT authz.unassign_role('roler', 'contractor')",
+        "SELECT authz.drop_principal('contractors')",
+        "SELECT authz.remove_inheritance('x', 'contractor')",
+    ] {
+        assert_eq!(code(r.batch_execute(sql)), SqlState::INSUFFICIENT_PRIVILEGE, "{sql}");
+    }
+    // A deny on an ancestor type: denied project 2, the delegate does not hold all sessions.
+    su.batch_execute(
+        "SELECT authz.create_role('usermgr2');
+         SELECT authz.allow('usermgr2', 'authz', 'principals', 'manage');
+         SELECT authz.allow('usermgr2', 'session', '*', 'read');
+         SELECT authz.deny('usermgr2', 'project', '2', 'read');
+         SELECT authz.create_principal('helper2');
+         SELECT authz.assign_role('helper2', 'usermgr2');",
+    )
+    .unwrap();
+    let mut h2 = c.connect("mallory");
+    h2.batch_execute(&format!("SET authz.token = '{}'", token("helper2"))).unwrap();
+    assert_eq!(
+        code(h2.batch_execute("SELECT authz.assign_role('newbie', 'reader')")),
         SqlState::INSUFFICIENT_PRIVILEGE
     );
     // The delegation checks describe what other principals hold: not callable directly.

@@ -230,7 +230,7 @@ unsafe fn redacted_statement(
             _ => whole.len(),
         };
         // No copy unless there is something to mask (the common case costs one scan).
-        let own = std::str::from_utf8(whole.get(start..end)?).ok()?;
+        let own = whole.get(start..end)?;
         let masked = std::ffi::CString::new(crate::pg::redact::mask_current(own)?).ok()?;
         let copy = pg_sys::palloc(std::mem::size_of::<pg_sys::PlannedStmt>()) as *mut pg_sys::PlannedStmt;
         std::ptr::copy_nonoverlapping(pstmt, copy, 1);

@@ -58,9 +58,11 @@ fn uninstall() -> i32 {
         Spi::connect(|client| {
             client
                 .select(
+                    // Partitions follow their root; a protected inheritance child is its own root.
                     "SELECT p.tbl::pg_catalog.oid FROM authz.protected p
-                     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i JOIN authz.protected q
-                                       ON q.tbl OPERATOR(pg_catalog.=) i.inhparent
+                     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                                       JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid AND c.relispartition
+                                       JOIN authz.protected q ON q.tbl OPERATOR(pg_catalog.=) i.inhparent
                                        WHERE i.inhrelid OPERATOR(pg_catalog.=) p.tbl)",
                     None,
                     &[],

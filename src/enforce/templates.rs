@@ -509,6 +509,7 @@ fn _protect_new_partitions() -> i32 {
                      WHERE t.relid OPERATOR(pg_catalog.<>) p.tbl
                        AND NOT EXISTS (SELECT FROM authz.protected q WHERE q.tbl OPERATOR(pg_catalog.=) t.relid)
                        AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                                       JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid AND c.relispartition
                                        JOIN authz.protected pp ON pp.tbl OPERATOR(pg_catalog.=) i.inhparent
                                        WHERE i.inhrelid OPERATOR(pg_catalog.=) p.tbl)
                      GROUP BY 1, 2, 3, 4, 5",

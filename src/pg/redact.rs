@@ -48,16 +48,16 @@ fn jwt_at(bytes: &[u8], at: usize) -> Option<usize> {
 }
 
 /// `text` with every token (and every occurrence of `current`, the session's own token) masked,
-/// or `None` when there is nothing to mask.
-pub fn mask(text: &str, current: Option<&str>) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = String::new();
+/// or `None` when there is nothing to mask. Works on bytes: a message in any server encoding
+/// (or with invalid UTF-8) is masked all the same.
+pub fn mask_bytes(text: &[u8], current: Option<&[u8]>) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
     let mut copied = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        if let Some(len) = jwt_at(bytes, i) {
-            out.push_str(&text[copied..i]);
-            out.push_str(MASK);
+    while i < text.len() {
+        if let Some(len) = jwt_at(text, i) {
+            out.extend_from_slice(&text[copied..i]);
+            out.extend_from_slice(MASK.as_bytes());
             i += len;
             copied = i;
         } else {
@@ -67,24 +67,44 @@ pub fn mask(text: &str, current: Option<&str>) -> Option<String> {
     let masked = if copied == 0 {
         None
     } else {
-        out.push_str(&text[copied..]);
+        out.extend_from_slice(&text[copied..]);
         Some(out)
     };
     match current.filter(|t| t.len() >= 16) {
-        Some(token) if masked.as_deref().unwrap_or(text).contains(token) => {
-            Some(masked.as_deref().unwrap_or(text).replace(token, MASK))
+        Some(token) => {
+            let base = masked.as_deref().unwrap_or(text);
+            if !base.windows(token.len()).any(|w| w == token) {
+                return masked;
+            }
+            let mut replaced = Vec::with_capacity(base.len());
+            let mut j = 0;
+            while j < base.len() {
+                if base[j..].starts_with(token) {
+                    replaced.extend_from_slice(MASK.as_bytes());
+                    j += token.len();
+                } else {
+                    replaced.push(base[j]);
+                    j += 1;
+                }
+            }
+            Some(replaced)
         }
-        _ => masked,
+        None => masked,
     }
 }
 
-fn current_token() -> Option<&'static str> {
-    crate::pg::settings::token().and_then(|t| std::str::from_utf8(t).ok())
+/// The same on text (tests, callers holding a `&str`).
+pub fn mask(text: &str, current: Option<&str>) -> Option<String> {
+    mask_bytes(text.as_bytes(), current.map(str::as_bytes)).map(|m| String::from_utf8_lossy(&m).into_owned())
+}
+
+fn current_token() -> Option<&'static [u8]> {
+    crate::pg::settings::token()
 }
 
 /// `text` masked against the token shapes and the session's own token.
-pub fn mask_current(text: &str) -> Option<String> {
-    mask(text, current_token())
+pub fn mask_current(text: &[u8]) -> Option<Vec<u8>> {
+    mask_bytes(text, current_token())
 }
 
 /// Mask a C string; `None` when it holds no token (the common case: no allocation).
@@ -97,8 +117,8 @@ pub unsafe fn mask_c(ptr: *const std::ffi::c_char) -> Option<CString> {
         if ptr.is_null() {
             return None;
         }
-        let text = CStr::from_ptr(ptr).to_str().ok()?;
-        mask(text, current_token()).and_then(|m| CString::new(m).ok())
+        let text = CStr::from_ptr(ptr).to_bytes();
+        mask_current(text).and_then(|m| CString::new(m).ok())
     }
 }
 
@@ -172,6 +192,12 @@ mod tests {
         // Not tokens: short segments, no dots, a prefix glued to other base64 text.
         assert_eq!(mask("eyJ.eyJ.x keyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.x eyeyeyeyeyeyey", None), None);
         assert_eq!(mask("SELECT 1", None), None);
+        // Bytes that are not UTF-8 (a LATIN1 or SQL_ASCII message) do not stop masking.
+        let mut latin1 = b"caf\xe9 SET authz.token = '".to_vec();
+        latin1.extend_from_slice(JWT.as_bytes());
+        latin1.push(b'\'');
+        let masked = super::mask_bytes(&latin1, None).unwrap();
+        assert!(masked.ends_with(b"'[redacted token]'") && masked.starts_with(b"caf\xe9"));
         // The session's own token is masked whatever its shape.
         assert_eq!(
             mask("login('not-a-jwt-but-secret-0123')", Some("not-a-jwt-but-secret-0123")).as_deref(),

@@ -91,9 +91,14 @@ impl Delegate {
     fn holds(&self, rule: &Rule, scope: Option<(&str, &str)>) -> bool {
         let overlaps = |a: &str, b: &str| a == "*" || b == "*" || a == b;
         let rules_of = |role: &str| self.model.rules_by_role.get(role).into_iter().flatten();
+        // A deny on the rule's type or on any ancestor type (a denied project takes its sessions
+        // away) means the delegate does not hold all of it; an unknown chain counts as denied.
+        let chain: Vec<String> = match self.model.type_chain(&rule.resource_type) {
+            Ok(chain) => chain.iter().map(|t| t.name.clone()).collect(),
+            Err(_) => return false,
+        };
         let denied = self.grants.iter().any(|g| {
-            rules_of(&g.role)
-                .any(|r| !r.allow && r.resource_type == rule.resource_type && overlaps(&r.action, &rule.action))
+            rules_of(&g.role).any(|r| !r.allow && chain.contains(&r.resource_type) && overlaps(&r.action, &rule.action))
         });
         !denied
             && self.grants.iter().any(|g| {
@@ -168,26 +173,89 @@ fn _require_may_confer_principal(principal: &str) {
     }
 }
 
-/// 42501 when a delegate would move a login that already has an identity (mapping it to another
-/// principal would let the delegate decide who that login's user is).
+/// 42501 for a delegate: mapping a login to a principal decides who that login's user is (a
+/// token-only user who owns rows, an existing login's identity), so only superusers and
+/// `authz_admin` members map logins. (`principal` is kept for the SQL signature.)
 #[pg_extern(stable)]
 fn _require_may_map_login(db_role: &str, principal: default!(Option<&str>, "NULL")) {
-    if delegate().or_raise().is_none() {
+    let _ = principal;
+    if delegate().or_raise().is_some() {
+        AuthzError::privilege(format!("permission denied to map login \"{}\"", printable(db_role, 64)))
+            .detail("Mapping a login to a principal decides who that login's user is.")
+            .hint("Only a superuser or authz_admin member maps logins.")
+            .raise();
+    }
+}
+
+/// 42501 unless the caller is a superuser or `authz_admin` member (decisions no delegate makes,
+/// such as trusting the identity provider's claims for roles).
+#[pg_extern(stable)]
+fn _require_privileged(what: &str) {
+    if !db::is_privileged(db::outer_user()) {
+        AuthzError::privilege(format!("permission denied to {}", printable(what, 64)))
+            .hint("Only a superuser or authz_admin member can.")
+            .raise();
+    }
+}
+
+/// 42501 unless the caller may read every named column of `tbl` itself: registering a resource
+/// type makes pg_authz read those columns (as the table's owner) and hand them out as ids, so it
+/// must never become a way to read what the registering caller cannot. pg_authz's own tables and
+/// the system catalogs are never resource tables.
+#[pg_extern(stable)]
+fn _require_readable_table(tbl: pg_sys::Oid, columns: Vec<Option<String>>) {
+    crate::policy::model::require_resource_table(tbl).or_raise();
+    let caller = db::outer_user();
+    if db::is_superuser(caller) {
         return;
     }
-    let current = crate::pg::privileged::run(crate::pg::privileged::Rights::Superuser, || {
-        db::select_one::<String>(
-            "SELECT id FROM authz.principals WHERE db_role OPERATOR(pg_catalog.=) $1::pg_catalog.name",
-            &[db_role.into()],
+    for column in columns.into_iter().flatten() {
+        let readable = db::select_one::<bool>(
+            "SELECT pg_catalog.has_column_privilege($1, $2, $3::pg_catalog.text, 'SELECT')",
+            &[caller.into(), tbl.into(), column.as_str().into()],
         )
-    })
-    .or_raise();
-    if let Some(current) = current {
-        if Some(current.as_str()) != principal {
-            AuthzError::privilege(format!("permission denied to remap login \"{}\"", printable(db_role, 64)))
-                .detail(format!("It is the identity of principal \"{}\".", printable(&current, 64)))
-                .hint("Only a superuser or authz_admin member can move a login to another principal.")
+        .or_raise()
+        .unwrap_or(false);
+        if !readable {
+            AuthzError::privilege(format!(
+                "permission denied to register column \"{}\" of {} as resource ids",
+                printable(&column, 64),
+                db::qualified_name(tbl).unwrap_or_default()
+            ))
+            .detail("pg_authz reads a resource type's columns and hands them out as ids: the caller must be able to read them.")
+            .hint("Register it as the table's owner, or GRANT SELECT on those columns first.")
+            .raise();
+        }
+    }
+}
+
+/// 42501 when a delegate would remove something that carries a deny — an assignment of a role
+/// (`kind` 'role': the role or what it inherits denies something), or a membership in or the
+/// principal of a group (`kind` 'principal': what the group holds denies something): removing a
+/// deny widens access, which a delegate may not do on its own behalf or anyone's.
+#[pg_extern(stable)]
+fn _require_may_remove(kind: &str, name: &str) {
+    let Some(d) = delegate().or_raise() else { return };
+    let roles: Vec<String> = match kind {
+        "role" => vec![name.to_string()],
+        "principal" => {
+            let target = Identity { source: identity::Source::Token, user_id: Some(name.to_string()), token: None };
+            resolve::grants(&d.model, &target).or_raise().iter().map(|g| g.role.clone()).collect()
+        }
+        _ => AuthzError::invalid(format!("unknown kind \"{}\"", printable(kind, 32))).raise(),
+    };
+    for role in roles {
+        for path in d.model.role_closure(&role) {
+            let Some(held) = path.last() else { continue };
+            if d.model.rules_by_role.get(held).into_iter().flatten().any(|r| !r.allow) {
+                AuthzError::privilege(format!(
+                    "permission denied to remove what carries a deny (role \"{}\")",
+                    printable(held, 64)
+                ))
+                .detail("Removing it would lift a deny, which widens access.")
+                .hint("A superuser or authz_admin member can.")
                 .raise();
+            }
         }
     }
 }

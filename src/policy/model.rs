@@ -375,6 +375,9 @@ impl Model {
     }
 }
 
+/// Roles every caller (or every owner) holds by definition: never conferred by a claim.
+pub const BUILTIN_ROLES: [&str; 3] = ["anonymous", "authenticated", "owner"];
+
 /// The actions pg_authz's own templates and administration ask about.
 pub const BUILTIN_ACTIONS: [&str; 8] =
     ["read", "write", "write_own", "delete", "delete_own", "restore", "purge", "manage"];
@@ -391,6 +394,21 @@ impl Model {
 pub fn require_resource_table(table: pg_sys::Oid) -> AuthzResult<()> {
     // SAFETY: a syscache lookup by oid that returns a plain char (0 when there is no relation).
     let kind = unsafe { pg_sys::get_rel_relkind(table) } as u8;
+    if kind != 0 {
+        // SAFETY: syscache lookups by oid; the namespace name is copied at once (or null).
+        let schema = unsafe {
+            let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(table));
+            if nsp.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(nsp).to_string_lossy().into_owned()
+            }
+        };
+        if ["pg_catalog", "information_schema", "pg_toast", "authz"].contains(&schema.as_str()) {
+            return Err(AuthzError::privilege(format!("{} cannot be a resource table", db::qualified_name(table)?))
+                .detail("pg_authz never reads its own tables or the system catalogs as resource ids."));
+        }
+    }
     match kind {
         b'r' | b'p' => Ok(()),
         0 => Err(AuthzError::new(

@@ -142,7 +142,7 @@ pub fn claimed(model: &Model, identity: &Identity) -> Claimed {
                 if !out.groups.iter().any(|(g, _)| *g == name) {
                     out.groups.push((name, m.claim.clone()));
                 }
-            } else if model.roles.contains(&name) {
+            } else if model.roles.contains(&name) && !crate::policy::model::BUILTIN_ROLES.contains(&name.as_str()) {
                 if !out.roles.iter().any(|(r, _)| *r == name) {
                     out.roles.push((name, m.claim.clone()));
                 }
