@@ -154,9 +154,18 @@ fn record(key: String, build: impl FnOnce() -> Map<String, Value>) {
 /// Write the lines the statement aggregated (end of a top-level statement, end of transaction).
 pub fn flush() {
     let pending = PENDING.with(|p| std::mem::take(&mut p.borrow_mut().1));
+    if pending.is_empty() {
+        return;
+    }
+    // A LOG report ends by checking for interrupts: a cancel or statement timeout there would
+    // jump out of this loop and lose the statement's remaining lines. Hold them while writing.
+    // SAFETY: a counter PostgreSQL's HOLD_INTERRUPTS macro increments; an ERROR resets it.
+    unsafe { pg_sys::InterruptHoldoffCount += 1 };
     for e in pending {
         write_line(e.line, e.count);
     }
+    // SAFETY: pairs with the increment above.
+    unsafe { pg_sys::InterruptHoldoffCount = pg_sys::InterruptHoldoffCount.saturating_sub(1) };
 }
 
 fn token_fields(m: &mut Map<String, Value>, t: TokenFields) {

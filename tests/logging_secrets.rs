@@ -122,3 +122,31 @@ fn doctor_warns_when_pg_authz_is_not_preloaded() {
         .collect();
     assert!(!problems.iter().any(|p| p.contains("preload")), "{problems:?}");
 }
+
+/// An ERROR raised below pg_authz's hooks reaches the client whole: schema, table and constraint
+/// names (ORMs map unique violations to fields by them) and PL/pgSQL context lines — with the
+/// library preloaded behind pg_stat_statements and pgaudit, and loaded on its own.
+#[test]
+fn errors_keep_their_fields_through_the_hooks() {
+    for settings in [SETTINGS, &[][..]] {
+        let c = Cluster::start_with(settings);
+        let mut su = c.superuser();
+        su.batch_execute("LOAD 'pg_authz'").unwrap();
+        su.batch_execute("CREATE TABLE uq (id int PRIMARY KEY); INSERT INTO uq VALUES (1)").unwrap();
+        let e = su.batch_execute("INSERT INTO uq VALUES (1)").unwrap_err();
+        let db = e.as_db_error().expect("a server error");
+        assert_eq!(db.code(), &SqlState::UNIQUE_VIOLATION);
+        assert_eq!(
+            (db.schema(), db.table(), db.constraint()),
+            (Some("public"), Some("uq"), Some("uq_pkey")),
+            "{settings:?}"
+        );
+        // Through the utility hook too.
+        let e = su.batch_execute("ALTER TABLE uq ADD CONSTRAINT negative CHECK (id < 0)").unwrap_err();
+        assert_eq!(e.as_db_error().and_then(|d| d.constraint()), Some("negative"), "{settings:?}");
+        // And PL/pgSQL's context lines.
+        let e = su.batch_execute("DO $$ BEGIN RAISE EXCEPTION 'boom'; END $$").unwrap_err();
+        let context = e.as_db_error().and_then(|d| d.where_()).unwrap_or_default().to_string();
+        assert!(context.contains("PL/pgSQL"), "{settings:?}: context lost ({context:?})");
+    }
+}

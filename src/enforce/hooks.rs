@@ -1,5 +1,6 @@
-//! Executor and utility hooks (installed when the library loads, chained to any earlier hook) and
-//! the transaction callback: the statement boundaries pg_authz's per-statement state follows.
+//! Planner, executor and utility hooks (installed when the library loads, chained to any earlier
+//! hook) and the transaction callbacks: the statement boundaries pg_authz's per-statement state
+//! follows.
 //!
 //! - Executor start: accept pending invalidation messages (a grant revoked elsewhere applies from
 //!   the caller's next statement even inside an open transaction, where PostgreSQL would not read
@@ -11,18 +12,56 @@
 //!   every run count as nesting, so the SPI queries pg_authz itself runs while resolving a set
 //!   never look like the end of the client's statement.
 //!
-//! Earlier hooks are called through pgrx's FFI boundary guard (pgrx's bindings of the standard_*
-//! functions carry it already; guarding those twice would abort on the first ERROR), so an ERROR
-//! raised below unwinds through these frames, running their guards, instead of jumping over them.
+//! How the chain is called matters. pg_authz's own work runs in `#[pg_guard]` functions, where a
+//! Rust panic or an ERROR from a pg_sys call unwinds properly. The next hook in the chain (or the
+//! standard function) is called *directly*, from a frame that holds nothing to drop: an ERROR
+//! raised below then travels to PostgreSQL's own handler untouched — with its CONTEXT lines and its
+//! schema, table and constraint names, which a Rust re-raise (pgrx's FFI guard) would drop, and
+//! which ORMs rely on. The nesting depth counted around those calls is restored by the
+//! subtransaction and transaction abort callbacks when an ERROR jumps over its decrement.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
-use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
 
 use crate::audit;
 use crate::enforce::{elision, handoff};
 use crate::pg::errors::OrRaise;
+
+/// PostgreSQL's standard functions, unwrapped: pgrx's bindings would catch an ERROR and re-raise
+/// a copy without its context and object names.
+mod standard {
+    use pgrx::pg_sys;
+
+    extern "C-unwind" {
+        pub fn standard_planner(
+            parse: *mut pg_sys::Query,
+            query_string: *const std::ffi::c_char,
+            cursor_options: std::ffi::c_int,
+            bound_params: pg_sys::ParamListInfo,
+        ) -> *mut pg_sys::PlannedStmt;
+        pub fn standard_ExecutorStart(query_desc: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int);
+        pub fn standard_ExecutorRun(
+            query_desc: *mut pg_sys::QueryDesc,
+            direction: pg_sys::ScanDirection::Type,
+            count: u64,
+            execute_once: bool,
+        );
+        pub fn standard_ExecutorFinish(query_desc: *mut pg_sys::QueryDesc);
+        pub fn standard_ExecutorEnd(query_desc: *mut pg_sys::QueryDesc);
+        #[allow(clippy::too_many_arguments)]
+        pub fn standard_ProcessUtility(
+            pstmt: *mut pg_sys::PlannedStmt,
+            query_string: *const std::ffi::c_char,
+            read_only_tree: bool,
+            context: pg_sys::ProcessUtilityContext::Type,
+            params: pg_sys::ParamListInfo,
+            query_env: *mut pg_sys::QueryEnvironment,
+            dest: *mut pg_sys::DestReceiver,
+            qc: *mut pg_sys::QueryCompletion,
+        );
+    }
+}
 
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
@@ -32,24 +71,20 @@ static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
 thread_local! {
-    /// How deep in executor runs and utility statements this backend is: 0 between statements.
+    /// How deep in planning, executor runs and utility statements this backend is: 0 between
+    /// statements.
     static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// The depth when each open subtransaction started: an ERROR a savepoint catches has jumped
+    /// over the decrements of the frames it left.
+    static SUBXACT_DEPTHS: RefCell<Vec<(pg_sys::SubTransactionId, u32)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Counts one level of nesting for its lifetime (dropped on return and while an ERROR unwinds).
-struct Nested;
-
-impl Nested {
-    fn enter() -> Nested {
-        DEPTH.with(|d| d.set(d.get() + 1));
-        Nested
-    }
+fn enter() {
+    DEPTH.with(|d| d.set(d.get().saturating_add(1)));
 }
 
-impl Drop for Nested {
-    fn drop(&mut self) {
-        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
-    }
+fn leave() {
+    DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
 }
 
 fn at_top_level() -> bool {
@@ -57,13 +92,12 @@ fn at_top_level() -> bool {
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
-    // SAFETY: `query_desc` is the executor's own descriptor, valid for this call; the previous hook (or the standard function) receives it unchanged.
+unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
+    // SAFETY: `query_desc` is the executor's own descriptor, valid for this call.
     unsafe {
-        // SAFETY (whole function): query_desc is the executor's own, valid for this call.
         let stmt = (*query_desc).plannedstmt;
-        // What runs here (resolution, identity) is part of the statement, not a statement of its own.
-        let _nested = Nested::enter();
+        // What runs here (resolution, identity) is part of the statement, not one of its own.
+        enter();
         if pg_sys::ParallelWorkerNumber < 0 {
             pg_sys::AcceptInvalidationMessages();
         }
@@ -72,98 +106,120 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             elision::check_plan(stmt, true);
         }
         handoff::publish_for(!stmt.is_null() && (*stmt).parallelModeNeeded).or_raise();
-        let prev = PREV_EXECUTOR_START;
-        match prev {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc, eflags)),
-            None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+        leave();
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn before_executor_run(query_desc: *mut pg_sys::QueryDesc) {
+    // SAFETY: as above; the plan is the query descriptor's own.
+    unsafe { elision::check_plan((*query_desc).plannedstmt, false) };
+}
+
+/// The end of a top-level run, finish, end or utility statement: write what the statement
+/// aggregated for the audit log.
+#[pgrx::pg_guard]
+extern "C-unwind" fn after_top_level() {
+    if at_top_level() {
+        audit::flush();
+    }
+}
+
+unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
+    // SAFETY: the executor's own arguments, passed down the chain unchanged; this frame holds
+    // nothing to drop, so an ERROR below may pass through it.
+    unsafe {
+        before_executor_start(query_desc, eflags);
+        match PREV_EXECUTOR_START {
+            Some(prev) => prev(query_desc, eflags),
+            None => standard::standard_ExecutorStart(query_desc, eflags),
         }
     }
 }
 
 /// Planning resolves permission sets (selectivity, index conditions) and may run SPI to load
 /// them: that is inside the statement being planned.
-#[pgrx::pg_guard]
 unsafe extern "C-unwind" fn planner(
     parse: *mut pg_sys::Query,
     query_string: *const std::ffi::c_char,
     cursor_options: std::ffi::c_int,
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
-    // SAFETY: the planner's own arguments, passed down the chain unchanged.
+    // SAFETY: the planner's own arguments, passed down the chain unchanged; nothing to drop here.
     unsafe {
-        let _nested = Nested::enter();
-        let prev = PREV_PLANNER;
-        // SAFETY: passes the planner's own arguments down the chain.
-        match prev {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(parse, query_string, cursor_options, bound_params)),
-            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
-        }
+        enter();
+        let planned = match PREV_PLANNER {
+            Some(prev) => prev(parse, query_string, cursor_options, bound_params),
+            None => standard::standard_planner(parse, query_string, cursor_options, bound_params),
+        };
+        leave();
+        planned
     }
 }
 
-#[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_run(
     query_desc: *mut pg_sys::QueryDesc,
     direction: pg_sys::ScanDirection::Type,
     count: u64,
     execute_once: bool,
 ) {
-    // SAFETY: `query_desc` is the executor's own descriptor, valid for this call; the previous hook (or the standard function) receives it unchanged.
+    // SAFETY: the executor's own arguments, passed down the chain unchanged; nothing to drop here.
     unsafe {
-        // SAFETY: as above; the plan is the query descriptor's own.
-        elision::check_plan((*query_desc).plannedstmt, false);
-        {
-            let _nested = Nested::enter();
-            let prev = PREV_EXECUTOR_RUN;
-            match prev {
-                Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc, direction, count, execute_once)),
-                None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
-            }
+        before_executor_run(query_desc);
+        enter();
+        match PREV_EXECUTOR_RUN {
+            Some(prev) => prev(query_desc, direction, count, execute_once),
+            None => standard::standard_ExecutorRun(query_desc, direction, count, execute_once),
         }
+        leave();
         // The rows are out (or this FETCH's are): the client's statement has made its decisions.
-        if at_top_level() {
-            audit::flush();
-        }
+        after_top_level();
     }
 }
 
-#[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
-    // SAFETY: `query_desc` is the executor's own descriptor, valid for this call; the previous hook (or the standard function) receives it unchanged.
+    // SAFETY: the executor's own descriptor, passed down the chain; nothing to drop here.
     unsafe {
-        {
-            let _nested = Nested::enter();
-            let prev = PREV_EXECUTOR_FINISH;
-            // SAFETY: passes the executor's own descriptor down the chain.
-            match prev {
-                Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc)),
-                None => pg_sys::standard_ExecutorFinish(query_desc),
-            }
+        enter();
+        match PREV_EXECUTOR_FINISH {
+            Some(prev) => prev(query_desc),
+            None => standard::standard_ExecutorFinish(query_desc),
         }
+        leave();
         // AFTER triggers have run.
-        if at_top_level() {
-            audit::flush();
-        }
+        after_top_level();
     }
 }
 
-#[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
-    // SAFETY: `query_desc` is the executor's own descriptor, valid for this call; the previous hook (or the standard function) receives it unchanged.
+    // SAFETY: the executor's own descriptor, passed down the chain; nothing to drop here.
     unsafe {
-        let prev = PREV_EXECUTOR_END;
-        // SAFETY: passes the executor's own descriptor down the chain.
-        match prev {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc)),
-            None => pg_sys::standard_ExecutorEnd(query_desc),
+        match PREV_EXECUTOR_END {
+            Some(prev) => prev(query_desc),
+            None => standard::standard_ExecutorEnd(query_desc),
         }
-        if at_top_level() {
-            audit::flush();
+        after_top_level();
+    }
+}
+
+/// A statement that carries a token goes down the chain (pg_stat_statements, pgaudit) as a copy
+/// of its own text with the token masked (src/pg/redact.rs).
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn masked_statement(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    out_pstmt: *mut *mut pg_sys::PlannedStmt,
+    out_query_string: *mut *const std::ffi::c_char,
+) {
+    // SAFETY: the out pointers are the caller's locals; the inputs are the utility hook's.
+    unsafe {
+        if let Some((p, q)) = redacted_statement(pstmt, query_string) {
+            *out_pstmt = p;
+            *out_query_string = q;
         }
     }
 }
 
-#[pgrx::pg_guard]
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -175,37 +231,27 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    // SAFETY: the utility statement's own arguments, passed down the chain (possibly with a masked copy of the text and of the PlannedStmt).
+    // SAFETY: the utility statement's own arguments, passed down the chain (possibly with a
+    // masked copy of the text and of the PlannedStmt); nothing to drop here.
     unsafe {
-        // A statement that carries a token goes down the chain (pg_stat_statements, pgaudit) as a
-        // copy of its own text with the token masked (src/redact.rs).
-        let (pstmt, query_string) = match redacted_statement(pstmt, query_string) {
-            Some(replacement) => replacement,
-            None => (pstmt, query_string),
-        };
-        {
-            let _nested = Nested::enter();
-            let prev = PREV_PROCESS_UTILITY;
-            // SAFETY: passes the utility statement's own arguments down the chain.
-            match prev {
-                Some(prev) => pg_guard_ffi_boundary(|| {
-                    prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
-                }),
-                None => pg_sys::standard_ProcessUtility(
-                    pstmt,
-                    query_string,
-                    read_only_tree,
-                    context,
-                    params,
-                    query_env,
-                    dest,
-                    qc,
-                ),
-            }
+        let (mut pstmt, mut query_string) = (pstmt, query_string);
+        masked_statement(pstmt, query_string, &mut pstmt, &mut query_string);
+        enter();
+        match PREV_PROCESS_UTILITY {
+            Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            None => standard::standard_ProcessUtility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
         }
-        if at_top_level() {
-            audit::flush();
-        }
+        leave();
+        after_top_level();
     }
 }
 
@@ -255,13 +301,43 @@ unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _a
     if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE) {
         // An ERROR may have left nesting counted by frames that never returned normally.
         DEPTH.with(|d| d.set(0));
+        SUBXACT_DEPTHS.with(|s| s.borrow_mut().clear());
         audit::flush();
         crate::pg::statement::reset();
     }
 }
 
-/// Chain into the executor and utility hooks and register the transaction callback (called once,
-/// from _PG_init).
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn subtransaction_event(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::SubXactEvent::*;
+    SUBXACT_DEPTHS.with(|s| {
+        let mut s = s.borrow_mut();
+        match event {
+            SUBXACT_EVENT_START_SUB => s.push((my_subid, DEPTH.with(|d| d.get()))),
+            SUBXACT_EVENT_ABORT_SUB => {
+                if let Some(i) = s.iter().rposition(|(id, _)| *id == my_subid) {
+                    let depth = s[i].1;
+                    s.truncate(i);
+                    DEPTH.with(|d| d.set(depth));
+                }
+            }
+            SUBXACT_EVENT_COMMIT_SUB => {
+                if let Some(i) = s.iter().rposition(|(id, _)| *id == my_subid) {
+                    s.truncate(i);
+                }
+            }
+            _ => {}
+        }
+    });
+}
+
+/// Chain into the planner, executor and utility hooks and register the transaction callbacks
+/// (called once, from _PG_init).
 pub fn init() {
     // SAFETY: _PG_init runs once per backend, before any statement; hooks are process globals
     // that PostgreSQL expects extensions to chain exactly like this.
@@ -279,5 +355,6 @@ pub fn init() {
         PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(process_utility);
         pg_sys::RegisterXactCallback(Some(transaction_ended), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subtransaction_event), std::ptr::null_mut());
     }
 }

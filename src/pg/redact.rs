@@ -124,13 +124,31 @@ pub unsafe fn mask_c(ptr: *const std::ffi::c_char) -> Option<CString> {
 
 static mut PREV_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
 
+/// A NUL-terminated copy of `text` in `context`, or null when memory is short: inside error
+/// reporting an out-of-memory ERROR must not be raised (masking is skipped instead).
+unsafe fn copy_in(context: pg_sys::MemoryContext, text: &CStr) -> *mut std::ffi::c_char {
+    let bytes = text.to_bytes_with_nul();
+    // SAFETY: an allocation that returns null instead of raising; the copy fits what was asked.
+    unsafe {
+        let out = pg_sys::MemoryContextAllocExtended(context, bytes.len(), pg_sys::MCXT_ALLOC_NO_OOM as i32)
+            as *mut std::ffi::c_char;
+        if !out.is_null() {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const std::ffi::c_char, out, bytes.len());
+        }
+        out
+    }
+}
+
 /// Replace one message field with its masked copy, allocated in the error's memory context (the
-/// current one inside the hook).
+/// current one inside the hook, which the ErrorData lives in).
 unsafe fn mask_field(field: *mut *mut std::ffi::c_char) {
     // SAFETY: `field` points into the ErrorData PostgreSQL handed the hook.
     unsafe {
         if let Some(masked) = mask_c(*field) {
-            *field = pg_sys::pstrdup(masked.as_ptr());
+            let copy = copy_in(pg_sys::CurrentMemoryContext, &masked);
+            if !copy.is_null() {
+                *field = copy;
+            }
         }
     }
 }
@@ -139,8 +157,9 @@ unsafe fn mask_field(field: *mut *mut std::ffi::c_char) {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
     // SAFETY: edata is the ErrorData being reported; debug_query_string is PostgreSQL's current
-    // statement text, replaced (never written through) by a copy that lives as long as the
-    // message being processed.
+    // statement text, replaced (never written through) by a copy in the client message's context,
+    // which outlives every use of it; where there is no such context (a parallel worker), the
+    // statement is left out of the log line instead.
     unsafe {
         if !edata.is_null() {
             mask_field(&mut (*edata).message);
@@ -150,12 +169,16 @@ unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
             mask_field(&mut (*edata).context);
             mask_field(&mut (*edata).internalquery);
             if let Some(masked) = mask_c(pg_sys::debug_query_string) {
-                let context = if pg_sys::MessageContext.is_null() {
-                    pg_sys::CurrentMemoryContext
+                let copy = if pg_sys::MessageContext.is_null() {
+                    std::ptr::null_mut()
                 } else {
-                    pg_sys::MessageContext
+                    copy_in(pg_sys::MessageContext, &masked)
                 };
-                pg_sys::debug_query_string = pg_sys::MemoryContextStrdup(context, masked.as_ptr());
+                if copy.is_null() {
+                    (*edata).hide_stmt = true;
+                } else {
+                    pg_sys::debug_query_string = copy;
+                }
             }
         }
         if let Some(prev) = PREV_EMIT_LOG_HOOK {
