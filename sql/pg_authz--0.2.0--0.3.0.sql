@@ -444,14 +444,8 @@ BEGIN
     IF (parent_type IS NULL) <> (parent_column IS NULL) THEN
         RAISE EXCEPTION 'parent_type and parent_column go together' USING ERRCODE = '22023';
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = tbl) THEN
-        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = '42P01';
-    END IF;
-    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = '42809',
-            DETAIL = 'A resource type lists its ids in an ordinary or partitioned table, read as that table''s owner.';
-    END IF;
-    -- pg_authz will read these columns and hand them out as ids: the caller must be able to.
+    -- An existing ordinary or partitioned table (42P01, 42809), not pg_authz's or a catalog, whose
+    -- named columns the caller can read: pg_authz will read them and hand them out as ids.
     PERFORM authz._require_readable_table(tbl::oid, ARRAY[id_column, parent_column, public_column, owner_column]::text[]);
     PERFORM authz._require_column(tbl, id_column, 'id');
     PERFORM authz._require_column(tbl, parent_column, 'parent');

@@ -48,6 +48,12 @@ impl Identity {
         Identity { source: Source::Anonymous, user_id: None, token: None }
     }
 
+    /// A principal as the administration functions consider it (its assignments and groups; no
+    /// token claims): for explaining or vetting another principal's grants.
+    pub fn of_principal(id: &str) -> Self {
+        Identity { source: Source::Token, user_id: Some(id.to_string()), token: None }
+    }
+
     /// How the audit log names this identity.
     pub fn actor(&self) -> audit::Actor<'_> {
         audit::Actor {

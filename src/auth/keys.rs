@@ -184,18 +184,6 @@ fn load() -> AuthzResult<KeySet> {
     Ok(KeySet { keys })
 }
 
-/// Keys are managed by superusers and `authz_admin` members only; checked before any input.
-fn require_key_admin() -> AuthzResult<()> {
-    let caller = db::outer_user();
-    if db::is_privileged(caller) {
-        Ok(())
-    } else {
-        Err(AuthzError::privilege("permission denied to manage pg_authz keys")
-            .detail(format!("Role \"{}\" is neither a superuser nor a member of authz_admin.", db::role_name(caller)))
-            .hint("Ask a superuser to GRANT authz_admin TO your role."))
-    }
-}
-
 fn validate_kid(kid: &str) -> AuthzResult<()> {
     if kid.is_empty() || kid.len() > 256 || kid.chars().any(|c| c.is_control()) {
         return Err(AuthzError::invalid("invalid key id")
@@ -268,7 +256,7 @@ fn add_key_or_replace(
     audience: default!(Option<&str>, "NULL"),
     replace: default!(bool, "false"),
 ) -> String {
-    require_key_admin().or_raise();
+    db::require_privileged("manage pg_authz keys").or_raise();
     validate_kid(kid).or_raise();
     let algorithm = parse_alg(alg).or_raise();
     let format = if is_hmac(algorithm) { "secret" } else { "pem" };
@@ -321,7 +309,7 @@ fn usable_jwk(index: usize, key: &serde_json::Value) -> Result<(String, String, 
 #[pg_extern(security_definer, name = "add_jwks")]
 #[search_path(pg_catalog, pg_temp)]
 fn add_jwks_or_replace(jwks: pgrx::JsonB, replace: default!(bool, "false")) -> Vec<String> {
-    require_key_admin().or_raise();
+    db::require_privileged("manage pg_authz keys").or_raise();
     let Some(keys) = jwks.0.get("keys").and_then(|k| k.as_array()) else {
         AuthzError::invalid("not a JWKS document").hint("Expected {\"keys\": [ ... ]}.").raise()
     };
@@ -371,7 +359,7 @@ fn add_jwks(jwks: pgrx::JsonB) -> Vec<String> {
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn revoke_key(kid: &str) -> bool {
-    require_key_admin().or_raise();
+    db::require_privileged("manage pg_authz keys").or_raise();
     // No row limit: a DELETE run with a limit never fires the statement-level invalidation trigger.
     let removed = privileged::run(Rights::Superuser, || {
         Spi::connect_mut(|client| {

@@ -11,7 +11,6 @@ use pgrx::prelude::*;
 use crate::pg::db;
 use crate::pg::errors::{AuthzError, OrRaise};
 use crate::pg::privileged::{self, Rights};
-use crate::policy::admin;
 
 /// The installed SQL version (`pg_extension.extversion`): what `ALTER EXTENSION … UPDATE` moves.
 #[pg_extern(stable, parallel_safe)]
@@ -48,12 +47,7 @@ fn cache_stats() -> pgrx::JsonB {
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn uninstall() -> i32 {
-    if !db::is_privileged(db::outer_user()) {
-        AuthzError::privilege("permission denied to uninstall pg_authz")
-            .hint("A superuser or authz_admin member runs authz.uninstall().")
-            .raise();
-    }
-    admin::require_manage("tables").or_raise();
+    db::require_privileged("uninstall pg_authz").or_raise();
     let roots: Vec<pg_sys::Oid> = privileged::run(Rights::Superuser, || {
         Spi::connect(|client| {
             client

@@ -23,6 +23,11 @@ const SOFT_DELETE_TEMPLATE: &str = include_str!("../../policies/templates/soft_d
 const POLICY_NAMES: [&str; 4] = ["authz_select", "authz_insert", "authz_update", "authz_delete"];
 const SOFT_DELETE_TRIGGER: &str = "authz_soft_delete";
 
+/// POLICY_NAMES as an SPI argument (text[]).
+fn policy_names() -> Vec<String> {
+    POLICY_NAMES.iter().map(|s| s.to_string()).collect()
+}
+
 /// A `regclass` argument that is not opened on the way in: a dangling oid gets 42P01 from our own
 /// lookup instead of an internal error from the relation cache.
 pub struct RelId(pub pg_sys::Oid);
@@ -150,7 +155,7 @@ fn installed_objects(table: pg_sys::Oid) -> AuthzResult<(Vec<String>, bool)> {
         "SELECT coalesce(pg_catalog.array_agg(polname::pg_catalog.text ORDER BY polname), '{}')
          FROM pg_catalog.pg_policy
          WHERE polrelid OPERATOR(pg_catalog.=) $1 AND polname::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($2)",
-        &[table.into(), POLICY_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>().into()],
+        &[table.into(), policy_names().into()],
     )?
     .unwrap_or_default();
     // A trigger cloned from a partitioned parent (tgparentid set) goes with its parent's.
@@ -571,7 +576,7 @@ pub fn unprotect_table(tbl: pg_sys::Oid) -> AuthzResult<bool> {
         let others = db::select_one::<bool>(
             "SELECT EXISTS (SELECT FROM pg_catalog.pg_policy WHERE polrelid OPERATOR(pg_catalog.=) $1
                  AND polname::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ($2))",
-            &[(*t).into(), POLICY_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>().into()],
+            &[(*t).into(), policy_names().into()],
         )?;
         if others != Some(true) {
             sql.push(format!("ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY"));

@@ -45,6 +45,18 @@ pub fn is_authz_admin(role: pg_sys::Oid) -> bool {
     }
 }
 
+/// 42501 unless the caller (ignoring SECURITY DEFINER frames) is a superuser or `authz_admin`
+/// member: for what no delegate may do (keys, login and claim mappings, uninstalling).
+pub fn require_privileged(what: &str) -> AuthzResult<()> {
+    let caller = outer_user();
+    if is_privileged(caller) {
+        return Ok(());
+    }
+    Err(AuthzError::privilege(format!("permission denied to {what}"))
+        .detail(format!("Role \"{}\" is neither a superuser nor a member of authz_admin.", role_name(caller)))
+        .hint("Ask a superuser to GRANT authz_admin TO your role."))
+}
+
 /// Superuser or `authz_admin` member: may always manage pg_authz.
 pub fn is_privileged(role: pg_sys::Oid) -> bool {
     is_superuser(role) || is_authz_admin(role)

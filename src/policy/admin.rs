@@ -157,7 +157,7 @@ fn _require_may_confer(role: &str, resource_type: Option<&str>, resource_id: Opt
 #[pg_extern(stable)]
 fn _require_may_confer_principal(principal: &str) {
     let Some(d) = delegate().or_raise() else { return };
-    let target = Identity { source: identity::Source::Token, user_id: Some(principal.to_string()), token: None };
+    let target = Identity::of_principal(principal);
     let held = resolve::grants(&d.model, &target).or_raise();
     for g in held.iter() {
         d.require_holds_role(&g.role, g.scope.as_ref().map(|(t, i)| (t.as_str(), i.as_str())))
@@ -191,11 +191,7 @@ fn _require_may_map_login(db_role: &str, principal: default!(Option<&str>, "NULL
 /// such as trusting the identity provider's claims for roles).
 #[pg_extern(stable)]
 fn _require_privileged(what: &str) {
-    if !db::is_privileged(db::outer_user()) {
-        AuthzError::privilege(format!("permission denied to {}", printable(what, 64)))
-            .hint("Only a superuser or authz_admin member can.")
-            .raise();
-    }
+    db::require_privileged(&printable(what, 64)).or_raise();
 }
 
 /// 42501 unless the caller may read every named column of `tbl` itself: registering a resource
@@ -239,7 +235,7 @@ fn _require_may_remove(kind: &str, name: &str) {
     let roles: Vec<String> = match kind {
         "role" => vec![name.to_string()],
         "principal" => {
-            let target = Identity { source: identity::Source::Token, user_id: Some(name.to_string()), token: None };
+            let target = Identity::of_principal(name);
             resolve::grants(&d.model, &target).or_raise().iter().map(|g| g.role.clone()).collect()
         }
         _ => AuthzError::invalid(format!("unknown kind \"{}\"", printable(kind, 32))).raise(),
@@ -285,11 +281,7 @@ fn explain(
     if me.user_id.as_deref() != Some(principal) {
         require_manage("principals").or_raise();
     }
-    let subject = if me.user_id.as_deref() == Some(principal) {
-        me
-    } else {
-        Identity { source: identity::Source::Token, user_id: Some(principal.to_string()), token: None }
-    };
+    let subject = if me.user_id.as_deref() == Some(principal) { me } else { Identity::of_principal(principal) };
     let decision = resolve::decide(&subject, resource_type, id, action).or_raise();
     let outcome = if decision.allowed { "allow" } else { "deny" }.to_string();
     let mut rows: Vec<_> = decision

@@ -181,31 +181,26 @@ pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>>
         // join on the CTE was estimated at 100 rows and hashed the whole table: 5 ms at 20,000
         // assignments; this is 0.3 ms). Claimed groups join the chain only if they are group
         // principals; the query without them keeps the plan measured for the common case.
-        let query = if claimed_groups.is_empty() {
-            "SELECT a.role, a.resource_type, a.resource_id, a.principal
-             FROM authz.role_assignments a
-             WHERE a.principal OPERATOR(pg_catalog.=) ANY (ARRAY(
-                 WITH RECURSIVE chain(id) AS (
-                     SELECT $1::pg_catalog.text
-                     UNION
-                     SELECT m.group_id FROM authz.memberships m JOIN chain c ON m.member_id OPERATOR(pg_catalog.=) c.id)
-                 SELECT id FROM chain))
-             ORDER BY a.id"
+        let claimed_branch = if claimed_groups.is_empty() {
+            ""
         } else {
-            "SELECT a.role, a.resource_type, a.resource_id, a.principal
-             FROM authz.role_assignments a
-             WHERE a.principal OPERATOR(pg_catalog.=) ANY (ARRAY(
-                 WITH RECURSIVE chain(id) AS (
-                     SELECT $1::pg_catalog.text
-                     UNION
+            "UNION
                      SELECT p.id FROM authz.principals p
                      WHERE p.id OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[])
-                       AND p.kind OPERATOR(pg_catalog.=) 'group'
+                       AND p.kind OPERATOR(pg_catalog.=) 'group'"
+        };
+        let query = format!(
+            "SELECT a.role, a.resource_type, a.resource_id, a.principal
+             FROM authz.role_assignments a
+             WHERE a.principal OPERATOR(pg_catalog.=) ANY (ARRAY(
+                 WITH RECURSIVE chain(id) AS (
+                     SELECT $1::pg_catalog.text
+                     {claimed_branch}
                      UNION
                      SELECT m.group_id FROM authz.memberships m JOIN chain c ON m.member_id OPERATOR(pg_catalog.=) c.id)
                  SELECT id FROM chain))
              ORDER BY a.id"
-        };
+        );
         let rows = privileged::run(Rights::Superuser, || {
             Spi::connect(|client| {
                 let mut rows = Vec::new();
@@ -214,7 +209,7 @@ pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>>
                 } else {
                     vec![user.as_str().into(), claimed_groups.clone().into()]
                 };
-                for row in client.select(query, None, &args)? {
+                for row in client.select(&query, None, &args)? {
                     let role = row.get::<String>(1)?.unwrap_or_default();
                     let scope = match (row.get::<String>(2)?, row.get::<String>(3)?) {
                         (Some(t), Some(id)) => Some((t, id)),
