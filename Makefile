@@ -1,5 +1,5 @@
 # pg_authz — every target installs what it needs first (make setup is idempotent).
-PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG ?= $(if $(PG_BIN),$(PG_BIN)/pg_config,/usr/lib/postgresql/15/bin/pg_config)
 UNIT_PGDATA := /tmp/pg_authz_unit
 
 .PHONY: setup build install upgrade-scripts test lint test-unit test-regress test-integration demo demo-shell bench bench-quick fuzz clean

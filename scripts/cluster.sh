@@ -3,7 +3,7 @@
 #   scripts/cluster.sh start DIR PORT   initdb (if needed) and start; prints nothing else
 #   scripts/cluster.sh stop DIR         stop fast and remove DIR
 set -euo pipefail
-BIN=/usr/lib/postgresql/15/bin
+BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 cmd=$1; dir=$2
 as_pg() { if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres "$@"; fi; }
 case "$cmd" in

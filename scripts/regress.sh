@@ -2,8 +2,8 @@
 # The pg_regress contract suite (pg_test/) against a throwaway cluster, always stopped afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=/usr/lib/postgresql/15/bin
-PG_REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress
+BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_REGRESS=$BIN/../lib/pgxs/src/test/regress/pg_regress
 dir=$(mktemp -d /tmp/pg_authz_regress.XXXXXX)
 port=$(scripts/free_port.sh)
 trap 'scripts/cluster.sh stop "$dir"' EXIT

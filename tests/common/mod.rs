@@ -10,7 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use postgres::error::SqlState;
 pub use postgres::{Client, NoTls};
 
-pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The PostgreSQL binaries; `PG_BIN` at build time selects another (relocated) installation.
+pub const BIN: &str = match option_env!("PG_BIN") {
+    Some(bin) => bin,
+    None => "/usr/lib/postgresql/15/bin",
+};
 pub const PSQL: &str = "/usr/bin/psql";
 pub const KID: &str = "it-key";
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
