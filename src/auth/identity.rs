@@ -74,7 +74,7 @@ impl Identity {
 pub fn current() -> AuthzResult<Identity> {
     let tag = settings::token_epoch()
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        .wrapping_add(cache::generation().wrapping_mul(0xc2b2_ae3d_27d4_eb4f))
+        .wrapping_add(cache::generation_of(cache::Dep::PolicyAndGrants).wrapping_mul(0xc2b2_ae3d_27d4_eb4f))
         .wrapping_add(settings::verify_settings_epoch().wrapping_mul(0x1656_67b1_9e37_79f9))
         .wrapping_add(u64::from(db::session_user().to_u32()));
     let identity = statement::memo("identity", tag, establish)?;

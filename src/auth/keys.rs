@@ -35,7 +35,7 @@ pub struct KeySet {
 }
 
 thread_local! {
-    static KEYS: RefCell<Generational<Rc<KeySet>>> = const { RefCell::new(Generational::new()) };
+    static KEYS: RefCell<Generational<Rc<KeySet>>> = const { RefCell::new(Generational::on(crate::pg::cache::Dep::Policy)) };
 }
 
 pub const ALGORITHMS: &[&str] =
@@ -144,7 +144,7 @@ pub fn current() -> AuthzResult<Rc<KeySet>> {
     if let Some(set) = KEYS.with(|k| k.borrow().get()) {
         return Ok(set);
     }
-    let generation = cache::generation();
+    let generation = KEYS.with(|k| k.borrow().current_generation());
     let set = Rc::new(load()?);
     KEYS.with(|k| k.borrow_mut().set(generation, set.clone()));
     Ok(set)
@@ -173,7 +173,7 @@ fn load() -> AuthzResult<KeySet> {
                 Ok::<_, pgrx::spi::SpiError>(rows)
             })
         })?;
-    cache::watch(crate::pg::cache::policy_table_oids());
+    cache::watch_policy_tables();
     let mut keys = HashMap::new();
     for (kid, alg, format, material, issuer, audience) in rows {
         // A stored key was validated when added; one that no longer parses is skipped, not fatal.

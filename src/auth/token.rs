@@ -50,12 +50,17 @@ impl VerifiedToken {
 thread_local! {
     /// Verified tokens by their exact bytes, under the cache generation (keys) and tagged with the
     /// verification settings epoch they were checked under.
-    static CACHE: RefCell<GenMap<Vec<u8>, Rc<VerifiedToken>>> = RefCell::new(GenMap::with_capacity(0));
+    static CACHE: RefCell<GenMap<Vec<u8>, Rc<VerifiedToken>>> = RefCell::new(GenMap::with_capacity(0, crate::pg::cache::Dep::Policy));
 }
 
 /// Number of verified tokens this backend currently remembers.
 pub fn cached_tokens() -> usize {
     CACHE.with(|c| c.borrow_mut().len())
+}
+
+/// Approximate bytes held by the verified-token cache (token text, payload and parsed claims).
+pub fn cached_token_bytes() -> usize {
+    CACHE.with(|c| c.borrow_mut().sum_by(|k, v| 256 + k.len() + 3 * v.payload.len()))
 }
 
 fn now_seconds() -> f64 {
@@ -71,7 +76,7 @@ pub fn verify(token: &[u8]) -> AuthzResult<Rc<VerifiedToken>> {
         audit::token_rejected(&e);
         return Err(e);
     }
-    let generation = cache::generation();
+    let generation = cache::generation_of(cache::Dep::Policy);
     let cached = CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.retag(settings::verify_settings_epoch());

@@ -21,6 +21,12 @@
 //! every id (a bad or expired token raises its own error there), and fails with 40001 if not; and
 //! a change of token, verification settings or policy resets this backend's plan cache, so cached
 //! plans are rebuilt before they would fail.
+//!
+//! A caller whose rules allow every id but deny a few (a complement set, src/policy/resolve.rs)
+//! gets the form a DBA would write for it on the same conditions: `col <> ALL(excluded ids)`,
+//! with the excluded ids read once per scan from `authz.excluded_*_ids(type, action)` (always
+//! current: a new row under a denied project is excluded by the next scan) and the plan marked
+//! like an elided one (re-checked: the caller must still be a complement caller for the type).
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +43,13 @@ use crate::policy::{model, resolve};
 /// registers no plan invalidation callback for this cache, so the marker is never confused with a
 /// real dependency and never invalidates anything by itself.
 const MARKER_CACHE: i32 = pg_sys::SysCacheIdentifier::AUTHOID as i32;
+
+/// Set in a marker's hash value for a complement rewrite (clear: the filter was dropped).
+const COMPLEMENT_MARK: u32 = 0x8000_0000;
+
+/// A complement caller gets the `<> ALL` form only while its excluded ids are few: the planner
+/// costs the array at plan time and the executor compares every row with each element.
+const COMPLEMENT_MAX_IDS: usize = 64;
 
 /// pg_constraint's catalog oid (ConstraintRelationId; catalog oids never change).
 const PG_CONSTRAINT: pg_sys::Oid = pg_sys::Oid::from_u32(2606);
@@ -215,9 +228,14 @@ pub unsafe fn simplify(req: *mut pg_sys::SupportRequestSimplify) -> *mut pg_sys:
         }
         // Never raise while planning: anything unknown keeps the filter, which raises at run time.
         let Ok(who) = identity::current() else { return none };
-        if !resolve::covers_every_id(&who, &resource_type, &action).unwrap_or(false) {
-            return none;
-        }
+        let complement = if resolve::covers_every_id(&who, &resource_type, &action).unwrap_or(false) {
+            false
+        } else {
+            match resolve::permitted_for(&who, &resource_type, &action) {
+                Ok(p) if p.complement && p.ids.len() <= COMPLEMENT_MAX_IDS => true,
+                _ => return none,
+            }
+        };
         let Ok(Some((source, id_column))) = source_of(&resource_type) else { return none };
         let Ok(id_column) = std::ffi::CString::new(id_column) else { return none };
         let source_attnum = pg_sys::get_attnum(source, id_column.as_ptr());
@@ -234,23 +252,91 @@ pub unsafe fn simplify(req: *mut pg_sys::SupportRequestSimplify) -> *mut pg_sys:
         let marker = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlanInvalItem>()) as *mut pg_sys::PlanInvalItem;
         (*marker).type_ = pg_sys::NodeTag::T_PlanInvalItem;
         (*marker).cacheId = MARKER_CACHE;
-        (*marker).hashValue = marker_index(&resource_type, &action);
+        let replacement = if complement {
+            let Some(expr) = not_excluded(column, type_arg, action_arg) else { return none };
+            expr
+        } else {
+            pg_sys::makeBoolConst(true, false)
+        };
+        (*marker).hashValue = marker_index(&resource_type, &action) | if complement { COMPLEMENT_MARK } else { 0 };
         (*(*root).glob).invalItems = pg_sys::lappend((*(*root).glob).invalItems, marker.cast());
         ANY_ELISION.store(true, Ordering::Relaxed);
         ELIDED_SINCE_RESET.store(true, Ordering::Relaxed);
 
         let parse = (*root).parse;
         if facts.not_null && !has_outer_join(parse) && (*parse).groupingSets.is_null() {
-            pg_sys::makeBoolConst(true, false)
+            replacement
         } else {
-            // Exactly what the strict permits() answers: NULL for NULL, true otherwise.
-            strict_true(column)
+            // Exactly what the strict permits() answers: NULL for NULL.
+            strict(column, replacement)
         }
     }
 }
 
-/// `CASE WHEN col IS NOT NULL THEN true END`.
-unsafe fn strict_true(column: *mut pg_sys::Node) -> *mut pg_sys::Node {
+/// `col <> ALL(authz.excluded_*_ids(type, action))`, with the column type's default btree
+/// equality's negator; None for a type without one (the filter then stays).
+unsafe fn not_excluded(
+    column: *mut pg_sys::Node,
+    type_arg: *mut pg_sys::Node,
+    action_arg: *mut pg_sys::Node,
+) -> Option<*mut pg_sys::Node> {
+    // SAFETY: the arguments are valid nodes of the call being simplified; catalog lookups return
+    // plain oids and new nodes are made in the planner's memory context.
+    unsafe {
+        let column_type = pg_sys::exprType(column);
+        let (name, array_type) = match column_type {
+            pg_sys::INT8OID => (c"excluded_bigint_ids", pg_sys::INT8ARRAYOID),
+            pg_sys::INT4OID => (c"excluded_integer_ids", pg_sys::INT4ARRAYOID),
+            pg_sys::UUIDOID => (c"excluded_uuid_ids", pg_sys::UUIDARRAYOID),
+            _ => return None,
+        };
+        let opclass = pg_sys::GetDefaultOpClass(column_type, pg_sys::BTREE_AM_OID);
+        if opclass == pg_sys::InvalidOid {
+            return None;
+        }
+        let eq = pg_sys::get_opfamily_member(
+            pg_sys::get_opclass_family(opclass),
+            column_type,
+            column_type,
+            pg_sys::BTEqualStrategyNumber as i16,
+        );
+        let ne = if eq == pg_sys::InvalidOid { pg_sys::InvalidOid } else { pg_sys::get_negator(eq) };
+        if ne == pg_sys::InvalidOid {
+            return None;
+        }
+        let mut names = pg_sys::lappend(std::ptr::null_mut(), pg_sys::makeString(c"authz".as_ptr().cast_mut()).cast());
+        names = pg_sys::lappend(names, pg_sys::makeString(name.as_ptr().cast_mut()).cast());
+        let arg_types = [pg_sys::TEXTOID, pg_sys::TEXTOID];
+        let function = pg_sys::LookupFuncName(names, 2, arg_types.as_ptr(), true);
+        if function == pg_sys::InvalidOid {
+            return None;
+        }
+        let mut fn_args = pg_sys::lappend(std::ptr::null_mut(), pg_sys::copyObjectImpl(type_arg.cast()));
+        fn_args = pg_sys::lappend(fn_args, pg_sys::copyObjectImpl(action_arg.cast()));
+        let array = pg_sys::makeFuncExpr(
+            function,
+            array_type,
+            fn_args,
+            pg_sys::InvalidOid,
+            pg_sys::DEFAULT_COLLATION_OID,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+        );
+        let saop = pg_sys::palloc0(std::mem::size_of::<pg_sys::ScalarArrayOpExpr>()) as *mut pg_sys::ScalarArrayOpExpr;
+        (*saop).xpr.type_ = pg_sys::NodeTag::T_ScalarArrayOpExpr;
+        (*saop).opno = ne;
+        (*saop).opfuncid = pg_sys::get_opcode(ne);
+        (*saop).useOr = false;
+        (*saop).inputcollid = pg_sys::exprCollation(column);
+        let mut args = pg_sys::lappend(std::ptr::null_mut(), pg_sys::copyObjectImpl(column.cast()));
+        args = pg_sys::lappend(args, array.cast());
+        (*saop).args = args;
+        (*saop).location = -1;
+        Some(saop.cast())
+    }
+}
+
+/// `CASE WHEN col IS NOT NULL THEN <expr> END`.
+unsafe fn strict(column: *mut pg_sys::Node, expr: *mut pg_sys::Node) -> *mut pg_sys::Node {
     // SAFETY: `column` is a valid expression node of the call being simplified; new nodes are made with PostgreSQL's node constructors.
     unsafe {
         let test = pg_sys::palloc0(std::mem::size_of::<pg_sys::NullTest>()) as *mut pg_sys::NullTest;
@@ -262,7 +348,7 @@ unsafe fn strict_true(column: *mut pg_sys::Node) -> *mut pg_sys::Node {
         let when = pg_sys::palloc0(std::mem::size_of::<pg_sys::CaseWhen>()) as *mut pg_sys::CaseWhen;
         (*when).xpr.type_ = pg_sys::NodeTag::T_CaseWhen;
         (*when).expr = test.cast();
-        (*when).result = pg_sys::makeBoolConst(true, false).cast();
+        (*when).result = expr.cast();
         (*when).location = -1;
         let case = pg_sys::palloc0(std::mem::size_of::<pg_sys::CaseExpr>()) as *mut pg_sys::CaseExpr;
         (*case).xpr.type_ = pg_sys::NodeTag::T_CaseExpr;
@@ -314,13 +400,30 @@ pub unsafe fn check_plan(stmt: *mut pg_sys::PlannedStmt, starting: bool) {
             if item.is_null() || (*item).cacheId != MARKER_CACHE {
                 continue;
             }
-            let Some((resource_type, action)) = ELIDED.with(|e| e.borrow().get((*item).hashValue as usize).cloned())
-            else {
+            let complement = (*item).hashValue & COMPLEMENT_MARK != 0;
+            let index = ((*item).hashValue & !COMPLEMENT_MARK) as usize;
+            let Some((resource_type, action)) = ELIDED.with(|e| e.borrow().get(index).cloned()) else {
                 continue;
             };
-            still_covers(&resource_type, &action, starting).or_raise();
+            if complement {
+                still_complement(&resource_type, &action).or_raise();
+            } else {
+                still_covers(&resource_type, &action, starting).or_raise();
+            }
         }
     }
+}
+
+/// A complement rewrite reads the current excluded ids by itself (and audits there); the caller
+/// must still be one whose set is a complement.
+fn still_complement(resource_type: &str, action: &str) -> AuthzResult<()> {
+    let who = identity::current()?;
+    if !resolve::covers_every_id(&who, resource_type, action)?
+        && resolve::permitted_for(&who, resource_type, action)?.complement
+    {
+        return Ok(());
+    }
+    replan(resource_type)
 }
 
 fn still_covers(resource_type: &str, action: &str, audit_it: bool) -> AuthzResult<()> {
@@ -332,6 +435,12 @@ fn still_covers(resource_type: &str, action: &str, audit_it: bool) -> AuthzResul
         }
         return Ok(());
     }
+    replan(resource_type)
+}
+
+/// The plan was made for a caller the current one is not: fail the statement (40001), with the
+/// plan cache reset so that running it again plans it for the current caller.
+fn replan(resource_type: &str) -> AuthzResult<()> {
     // Identity can also change without a setting (SET SESSION AUTHORIZATION): rebuild cached
     // plans now, so that running the statement again plans it for the caller it now has.
     ELIDED_SINCE_RESET.store(false, Ordering::Relaxed);
@@ -342,7 +451,7 @@ fn still_covers(resource_type: &str, action: &str, audit_it: bool) -> AuthzResul
         "the caller's permissions changed after this statement was planned",
     )
     .detail(format!(
-        "The plan reads every {} row without a filter, which the current identity may no longer do.",
+        "The plan was made for a caller who may use every {} id (or all but a few), which the current identity may no longer do.",
         crate::pg::text::printable(resource_type, 64)
     ))
     .hint("Run the statement again (an open cursor must be declared again)."))

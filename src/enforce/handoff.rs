@@ -131,8 +131,10 @@ pub fn publish_for(plan_is_parallel: bool) -> AuthzResult<()> {
         .map(|p| {
             // The serialized line is built once per resolved set, not once per statement.
             p.typed("handoff", |ids| {
-                (usable(&p.resource_type) && usable(&p.action) && ids.iter().all(|id| usable(id)))
-                    .then(|| format!("{}\t{}\t{}\t{}", p.resource_type, p.action, ids.join(","), p.total))
+                (usable(&p.resource_type) && usable(&p.action) && ids.iter().all(|id| usable(id))).then(|| {
+                    let form = if p.complement { "complement" } else { "listed" };
+                    format!("{}\t{}\t{}\t{}\t{form}", p.resource_type, p.action, ids.join(","), p.total)
+                })
             })
         })
         .collect();
@@ -162,6 +164,11 @@ pub fn take(resource_type: &str, action: &str) -> Option<Rc<Permitted>> {
     let mut fields = line[line_key.len()..].split('\t');
     let ids = fields.next()?;
     let total = fields.next()?.parse().ok()?;
+    let complement = match fields.next()? {
+        "complement" => true,
+        "listed" => false,
+        _ => return None,
+    };
     let ids = if ids.is_empty() { Vec::new() } else { ids.split(',').map(str::to_string).collect() };
-    Some(Rc::new(Permitted::from_parts(resource_type, action, ids, total)))
+    Some(Rc::new(Permitted::from_parts(resource_type, action, ids, complement, total)))
 }

@@ -30,13 +30,22 @@ fn library_version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
-/// Per-backend cache sizes, for monitoring memory (tokens verified, sets resolved).
+/// Per-backend cache sizes, for monitoring memory: entries and approximate bytes of the verified
+/// tokens, the resolved permission sets (with grants) and the resource rows read for them.
 #[pg_extern(volatile)]
 fn cache_stats() -> pgrx::JsonB {
+    let token_bytes = crate::auth::token::cached_token_bytes();
+    let set_bytes = crate::policy::resolve::cached_set_bytes();
+    let row_bytes = crate::policy::lineage::cached_bytes();
     pgrx::JsonB(serde_json::json!({
         "generation": crate::pg::cache::generation(),
         "tokens": crate::auth::token::cached_tokens(),
         "permission_sets": crate::policy::resolve::cached_sets(),
+        "resource_rows": crate::policy::lineage::cached_rows(),
+        "token_bytes": token_bytes,
+        "permission_set_bytes": set_bytes,
+        "resource_row_bytes": row_bytes,
+        "bytes": token_bytes + set_bytes + row_bytes,
     }))
 }
 

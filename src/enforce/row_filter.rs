@@ -56,11 +56,17 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// The call site's lookup structure: always the permitted ids themselves. A complement ("all but
+/// these") is enumerated here, since an id must also exist to be permitted and only the type's
+/// table knows which do; the planner support function gives such callers a cheaper form where a
+/// foreign key vouches for existence (src/enforce/elision.rs).
 fn typed_set(p: &Permitted, kind: IdKind) -> TypedSet {
+    let listed = p.listed().or_raise();
+    let ids = listed.as_slice();
     match kind {
-        IdKind::Int8 | IdKind::Int4 => TypedSet::Int(p.typed("int", build_int_set)),
-        IdKind::Uuid => TypedSet::Uuid(p.typed("uuid", |ids| ids.iter().filter_map(|s| parse_uuid(s)).collect())),
-        IdKind::Text => TypedSet::Text(p.typed("bytes", |ids| ids.iter().map(|s| s.as_bytes().to_vec()).collect())),
+        IdKind::Int8 | IdKind::Int4 => TypedSet::Int(p.typed("int", |_| build_int_set(ids))),
+        IdKind::Uuid => TypedSet::Uuid(p.typed("uuid", |_| ids.iter().filter_map(|s| parse_uuid(s)).collect())),
+        IdKind::Text => TypedSet::Text(p.typed("bytes", |_| ids.iter().map(|s| s.as_bytes().to_vec()).collect())),
     }
 }
 
@@ -186,25 +192,62 @@ fn statement_set(resource_type: &str, action: &str) -> Rc<Permitted> {
     p
 }
 
+/// The permitted ids themselves (a complement is enumerated: only a plan made for another caller
+/// asks a complement caller for its array).
+fn listed_ids(resource_type: &str, action: &str) -> Rc<Vec<String>> {
+    statement_set(resource_type, action).listed().or_raise()
+}
+
 /// The permitted ids as bigint[] (the index condition for bigint columns).
 #[pg_extern(stable, parallel_safe)]
 fn permitted_bigint_ids(resource_type: &str, action: &str) -> Vec<i64> {
-    let p = statement_set(resource_type, action);
-    p.ids.iter().filter_map(|s| s.parse().ok()).collect()
+    listed_ids(resource_type, action).iter().filter_map(|s| s.parse().ok()).collect()
 }
 
 /// The permitted ids as integer[].
 #[pg_extern(stable, parallel_safe)]
 fn permitted_integer_ids(resource_type: &str, action: &str) -> Vec<i32> {
-    let p = statement_set(resource_type, action);
-    p.ids.iter().filter_map(|s| s.parse().ok()).collect()
+    listed_ids(resource_type, action).iter().filter_map(|s| s.parse().ok()).collect()
 }
 
 /// The permitted ids as uuid[].
 #[pg_extern(stable, parallel_safe)]
 fn permitted_uuid_ids(resource_type: &str, action: &str) -> Vec<pgrx::Uuid> {
+    listed_ids(resource_type, action).iter().filter_map(|s| parse_uuid(s)).map(pgrx::Uuid::from_bytes).collect()
+}
+
+/// The ids a complement caller's rules take away from "every id" (the `<> ALL` form the planner
+/// support function writes for such a caller where a foreign key vouches for existence).
+fn excluded(resource_type: &str, action: &str) -> Rc<Permitted> {
     let p = statement_set(resource_type, action);
-    p.ids.iter().filter_map(|s| parse_uuid(s)).map(pgrx::Uuid::from_bytes).collect()
+    if !p.complement {
+        crate::pg::errors::AuthzError::invalid(format!(
+            "the caller's rules do not allow every {} id",
+            crate::pg::text::printable(resource_type, 64)
+        ))
+        .detail("Excluded ids exist only for a caller allowed every id of the type except some.")
+        .hint("Use authz.permitted_ids() for the ids a caller may use.")
+        .raise();
+    }
+    p
+}
+
+/// The excluded ids of a complement caller as bigint[].
+#[pg_extern(stable, parallel_safe)]
+fn excluded_bigint_ids(resource_type: &str, action: &str) -> Vec<i64> {
+    excluded(resource_type, action).ids.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+/// The excluded ids of a complement caller as integer[].
+#[pg_extern(stable, parallel_safe)]
+fn excluded_integer_ids(resource_type: &str, action: &str) -> Vec<i32> {
+    excluded(resource_type, action).ids.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+/// The excluded ids of a complement caller as uuid[].
+#[pg_extern(stable, parallel_safe)]
+fn excluded_uuid_ids(resource_type: &str, action: &str) -> Vec<pgrx::Uuid> {
+    excluded(resource_type, action).ids.iter().filter_map(|s| parse_uuid(s)).map(pgrx::Uuid::from_bytes).collect()
 }
 
 pgrx::extension_sql!(

@@ -47,7 +47,7 @@ unsafe fn selectivity(req: *mut pg_sys::SupportRequestSelectivity) -> bool {
         if p.total == 0 {
             return false;
         }
-        (*req).selectivity = (p.ids.len() as f64 / p.total as f64).clamp(0.0, 1.0);
+        (*req).selectivity = (p.permitted_count() as f64 / p.total as f64).clamp(0.0, 1.0);
         true
     }
 }
@@ -110,6 +110,10 @@ unsafe fn worth_an_index_condition(req: *mut pg_sys::SupportRequestIndexConditio
     unsafe {
         let args = (*(*req).node.cast::<pg_sys::FuncExpr>()).args;
         let Some(p) = planning_set(list_nth(args, 1), list_nth(args, 2)) else { return true };
+        // "All but a few": no array is ever worth costing (nor enumerating).
+        if p.complement {
+            return false;
+        }
         let selective = p.ids.len() <= INDEX_CONDITION_MAX_IDS
             && (p.total == 0 || (p.ids.len() as f64) <= INDEX_CONDITION_MAX_FRACTION * p.total as f64);
         selective

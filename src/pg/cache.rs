@@ -17,8 +17,8 @@ use crate::pg::errors::OrRaise;
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    /// Relations whose invalidation must flush our caches: the policy tables and every registered
-    /// resource table, as known when the model was last loaded.
+    /// Registered resource tables whose invalidation moves their data generation, as known when the
+    /// model was last loaded.
     static WATCHED: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
 }
 
@@ -34,8 +34,12 @@ const POLICY_TABLES: &[&str] = &[
     "claim_mappings",
 ];
 
-/// OIDs of the policy tables, for the invalidation watch list.
-pub fn policy_table_oids() -> Vec<pg_sys::Oid> {
+/// The policy tables whose changes move who holds what, not what the rules say: a role assignment
+/// or a new member re-resolves grants and sets, and leaves keys, tokens and the model alone.
+const GRANT_TABLES: &[&str] = &["principals", "memberships", "role_assignments"];
+
+/// The policy tables and their OIDs, for the invalidation watch list.
+fn policy_tables() -> Vec<(&'static str, pg_sys::Oid)> {
     let mut out = Vec::new();
     // SAFETY: catalog lookups by name with static C strings; oids only are returned.
     unsafe {
@@ -47,7 +51,7 @@ pub fn policy_table_oids() -> Vec<pg_sys::Oid> {
             if let Ok(name) = std::ffi::CString::new(*t) {
                 let oid = pg_sys::get_relname_relid(name.as_ptr(), nsp);
                 if oid != pg_sys::InvalidOid {
-                    out.push(oid);
+                    out.push((*t, oid));
                 }
             }
         }
@@ -55,9 +59,62 @@ pub fn policy_table_oids() -> Vec<pg_sys::Oid> {
     out
 }
 
+/// Moves on every change of any kind: what a statement's per-row state is checked against.
 pub fn generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
 }
+
+/// What a cached value depends on. Changes are classified by the table they were made to:
+/// `Policy` (roles, inheritance, rules, resource types, keys, claim mappings), `Grants`
+/// (principals, memberships, role assignments) or a registered resource table's rows (a data
+/// generation per table, see `data_generation`). A value is dropped only when what it depends on
+/// moved: a new session row re-resolves the sets over sessions, not keys, tokens or the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dep {
+    /// Keys, verified tokens, the policy model.
+    Policy,
+    /// Anything computed from the policy and from who holds what (principals, grants, sets).
+    PolicyAndGrants,
+}
+
+static POLICY_GENERATION: AtomicU64 = AtomicU64::new(1);
+static GRANTS_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// The counter a cache that depends on `dep` is tagged with.
+pub fn generation_of(dep: Dep) -> u64 {
+    match dep {
+        Dep::Policy => POLICY_GENERATION.load(Ordering::Relaxed),
+        // Both counters only grow: their sum moves whenever either does.
+        Dep::PolicyAndGrants => {
+            POLICY_GENERATION.load(Ordering::Relaxed).wrapping_add(GRANTS_GENERATION.load(Ordering::Relaxed))
+        }
+    }
+}
+
+thread_local! {
+    /// Per registered resource table: moves when its rows change (one message per statement).
+    static DATA_GENERATIONS: RefCell<rustc_hash::FxHashMap<u32, u64>> = RefCell::new(Default::default());
+    /// Which watched relation is which kind of table (filled with the watch list).
+    static GRANT_TABLE_OIDS: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
+}
+
+/// The data generation of one resource table (0 until its first change in this backend).
+pub fn data_generation(table: pg_sys::Oid) -> u64 {
+    DATA_GENERATIONS.with(|d| d.borrow().get(&table.to_u32()).copied().unwrap_or(0))
+}
+
+/// Sets, hierarchies and lineage over one or more resource tables: a single number that moves when
+/// any of their rows change or when everything is flushed.
+pub fn data_stamp(tables: impl IntoIterator<Item = pg_sys::Oid>) -> u64 {
+    let mut stamp = DATA_FLUSHES.load(Ordering::Relaxed);
+    for t in tables {
+        stamp = stamp.wrapping_mul(0x100_0000_01b3).wrapping_add(data_generation(t));
+    }
+    stamp
+}
+
+/// Moves when every resource table's data must be treated as changed (a flush, a lost message).
+static DATA_FLUSHES: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// Called after every change of identity or policy (registered by the layers above: the
@@ -81,23 +138,50 @@ pub fn identity_or_policy_changed() {
 /// Forget everything cached in this backend.
 pub fn bump() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
+    POLICY_GENERATION.fetch_add(1, Ordering::Relaxed);
+    GRANTS_GENERATION.fetch_add(1, Ordering::Relaxed);
+    DATA_FLUSHES.fetch_add(1, Ordering::Relaxed);
     identity_or_policy_changed();
+}
+
+/// A change to a policy table (`grants`: one of GRANT_TABLES).
+fn policy_changed(grants: bool) {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+    if grants {
+        GRANTS_GENERATION.fetch_add(1, Ordering::Relaxed);
+    } else {
+        POLICY_GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+    identity_or_policy_changed();
+}
+
+/// A change to a registered resource table's rows: who holds what is unchanged (no plan reset),
+/// only what is derived from those rows.
+fn data_changed(table: u32) {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+    DATA_GENERATIONS.with(|d| *d.borrow_mut().entry(table).or_insert(0) += 1);
 }
 
 /// A value computed from the policy tables, valid for one cache generation.
 pub struct Generational<T> {
+    dep: Dep,
     generation: u64,
     value: Option<T>,
 }
 
 impl<T: Clone> Generational<T> {
-    pub const fn new() -> Self {
-        Generational { generation: 0, value: None }
+    pub const fn on(dep: Dep) -> Self {
+        Generational { dep, generation: 0, value: None }
+    }
+
+    /// The generation a value computed now is tagged with.
+    pub fn current_generation(&self) -> u64 {
+        generation_of(self.dep)
     }
 
     /// The value if it was computed under the current generation.
     pub fn get(&self) -> Option<T> {
-        if self.generation == generation() {
+        if self.generation == generation_of(self.dep) {
             self.value.clone()
         } else {
             None
@@ -115,6 +199,7 @@ impl<T: Clone> Generational<T> {
 /// A bounded map of values computed from the policy tables, emptied when the generation moves
 /// (or when the extra tag a user of the map chooses — e.g. the verification settings — changes).
 pub struct GenMap<K, V> {
+    dep: Dep,
     generation: u64,
     tag: u64,
     capacity: usize,
@@ -122,8 +207,13 @@ pub struct GenMap<K, V> {
 }
 
 impl<K: std::hash::Hash + Eq, V: Clone> GenMap<K, V> {
-    pub fn with_capacity(capacity: usize) -> Self {
-        GenMap { generation: 0, tag: 0, capacity, map: Default::default() }
+    pub fn with_capacity(capacity: usize, dep: Dep) -> Self {
+        GenMap { dep, generation: 0, tag: 0, capacity, map: Default::default() }
+    }
+
+    /// The generation a value computed now is tagged with.
+    pub fn current_generation(&self) -> u64 {
+        generation_of(self.dep)
     }
 
     /// Entries were computed under `tag` from now on; a different tag than before empties the map.
@@ -144,7 +234,7 @@ impl<K: std::hash::Hash + Eq, V: Clone> GenMap<K, V> {
     }
 
     fn sync(&mut self) {
-        let g = generation();
+        let g = generation_of(self.dep);
         if self.generation != g {
             self.map.clear();
             self.generation = g;
@@ -176,6 +266,12 @@ impl<K: std::hash::Hash + Eq, V: Clone> GenMap<K, V> {
         self.map.insert(key, value);
     }
 
+    /// Sum a measure over the current entries.
+    pub fn sum_by(&mut self, measure: impl Fn(&K, &V) -> usize) -> usize {
+        self.sync();
+        self.map.iter().map(|(k, v)| measure(k, v)).sum()
+    }
+
     pub fn len(&mut self) -> usize {
         self.sync();
         self.map.len()
@@ -184,6 +280,24 @@ impl<K: std::hash::Hash + Eq, V: Clone> GenMap<K, V> {
     pub fn clear(&mut self) {
         self.map.clear();
     }
+}
+
+/// Watch the policy tables (classified: grants or policy) and the given resource tables.
+pub fn watch_policy_tables() {
+    let tables = policy_tables();
+    GRANT_TABLE_OIDS.with(|g| {
+        let mut g = g.borrow_mut();
+        for (name, oid) in &tables {
+            if GRANT_TABLES.contains(name) {
+                g.insert(oid.to_u32());
+            }
+        }
+    });
+    POLICY_TABLE_OIDS.with(|p| p.borrow_mut().extend(tables.iter().map(|(_, oid)| oid.to_u32())));
+}
+
+thread_local! {
+    static POLICY_TABLE_OIDS: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
 }
 
 pub fn watch(oids: impl IntoIterator<Item = pg_sys::Oid>) {
@@ -198,9 +312,15 @@ pub fn watch(oids: impl IntoIterator<Item = pg_sys::Oid>) {
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     // InvalidOid means "everything" (e.g. after a shared-invalidation queue overflow).
-    let hit = relid == pg_sys::InvalidOid || WATCHED.with(|w| w.borrow().contains(&relid.to_u32()));
-    if hit {
+    if relid == pg_sys::InvalidOid {
         bump();
+        return;
+    }
+    let relid = relid.to_u32();
+    if POLICY_TABLE_OIDS.with(|p| p.borrow().contains(&relid)) {
+        policy_changed(GRANT_TABLE_OIDS.with(|g| g.borrow().contains(&relid)));
+    } else if WATCHED.with(|w| w.borrow().contains(&relid)) {
+        data_changed(relid);
     }
 }
 

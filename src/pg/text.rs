@@ -9,3 +9,10 @@ pub fn printable(s: &str, max: usize) -> String {
     }
     out
 }
+
+/// Is this text a uuid in one of the forms PostgreSQL's uuid input accepts (hyphens and braces
+/// optional, any case)?
+pub fn looks_like_uuid(text: &str) -> bool {
+    let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-' && *b != b'{' && *b != b'}').collect();
+    hex.len() == 32 && hex.iter().all(u8::is_ascii_hexdigit)
+}

@@ -4,5 +4,6 @@
 
 pub mod admin;
 pub mod casbin;
+pub mod lineage;
 pub mod model;
 pub mod resolve;

@@ -1,6 +1,6 @@
-//! The policy model as loaded from the policy tables: roles and their inheritance, rules,
-//! resource types and, lazily, each registered type's id hierarchy read from the application's
-//! own table. Everything is cached per backend and dropped when the cache generation moves.
+//! The policy model as loaded from the policy tables: roles and their inheritance, rules, resource
+//! types and claim mappings. Cached per backend until a policy table changes (the resource rows
+//! themselves are read by src/policy/lineage.rs).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -154,21 +154,6 @@ pub struct ResourceType {
     pub owner_column: Option<String>,
 }
 
-/// The ids of one registered resource type, with their parents and effective public flag.
-#[derive(Debug, Default)]
-pub struct Hierarchy {
-    pub ids: Vec<String>,
-    pub index: HashMap<String, u32>,
-    /// Index into the parent type's hierarchy.
-    pub parent: Vec<Option<u32>>,
-    /// For each id of the parent type, the ids of this type under it.
-    pub children_of_parent: HashMap<u32, Vec<u32>>,
-    /// Public through its own flag or any ancestor's.
-    pub public: Vec<bool>,
-    /// The principal named in the owner column, if the type has one.
-    pub owner: Vec<Option<String>>,
-}
-
 /// A token claim that names roles or groups (authz.map_claim()).
 #[derive(Debug, Clone)]
 pub struct ClaimMapping {
@@ -185,11 +170,10 @@ pub struct Model {
     pub inherits: HashMap<String, Vec<String>>,
     pub rules_by_role: HashMap<String, Vec<Rc<Rule>>>,
     pub types: HashMap<String, Rc<ResourceType>>,
-    hierarchies: RefCell<HashMap<String, Rc<Hierarchy>>>,
 }
 
 thread_local! {
-    static MODEL: RefCell<Generational<Rc<Model>>> = const { RefCell::new(Generational::new()) };
+    static MODEL: RefCell<Generational<Rc<Model>>> = const { RefCell::new(Generational::on(cache::Dep::Policy)) };
 }
 
 /// The current model, reloaded after any committed policy change.
@@ -197,7 +181,7 @@ pub fn current() -> AuthzResult<Rc<Model>> {
     if let Some(m) = MODEL.with(|m| m.borrow().get()) {
         return Ok(m);
     }
-    let generation = cache::generation();
+    let generation = cache::generation_of(cache::Dep::Policy);
     let model = Rc::new(load(generation)?);
     MODEL.with(|m| m.borrow_mut().set(generation, model.clone()));
     Ok(model)
@@ -206,7 +190,7 @@ pub fn current() -> AuthzResult<Rc<Model>> {
 type TypeRow = (String, Option<u32>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
 
 fn load(generation: u64) -> AuthzResult<Model> {
-    cache::watch(cache::policy_table_oids());
+    cache::watch_policy_tables();
     let (inheritance, rules, types, roles, claim_mappings) = privileged::run(Rights::Superuser, || {
         Spi::connect(|client| {
             let mut inheritance = Vec::new();
@@ -304,15 +288,7 @@ fn load(generation: u64) -> AuthzResult<Model> {
         );
     }
     cache::watch(table_oids);
-    Ok(Model {
-        generation,
-        roles,
-        claim_mappings,
-        inherits,
-        rules_by_role,
-        types: type_map,
-        hierarchies: RefCell::new(HashMap::new()),
-    })
+    Ok(Model { generation, roles, claim_mappings, inherits, rules_by_role, types: type_map })
 }
 
 impl Model {
@@ -355,23 +331,6 @@ impl Model {
             out.push(path);
         }
         out
-    }
-
-    pub fn hierarchy(&self, type_name: &str) -> AuthzResult<Rc<Hierarchy>> {
-        if let Some(h) = self.hierarchies.borrow().get(type_name) {
-            return Ok(h.clone());
-        }
-        let rt = self.resource_type(type_name)?;
-        let parent = match &rt.parent_type {
-            Some(p) => {
-                self.type_chain(type_name)?;
-                Some(self.hierarchy(p)?)
-            }
-            None => None,
-        };
-        let h = Rc::new(load_hierarchy(&rt, parent.as_deref())?);
-        self.hierarchies.borrow_mut().insert(type_name.to_string(), h.clone());
-        Ok(h)
     }
 }
 
@@ -421,79 +380,6 @@ pub fn require_resource_table(table: pg_sys::Oid) -> AuthzResult<()> {
         )
         .detail("A resource type lists its ids in an ordinary or partitioned table, read as that table's owner.")),
     }
-}
-
-fn load_hierarchy(rt: &ResourceType, parent: Option<&Hierarchy>) -> AuthzResult<Hierarchy> {
-    let (Some(table), Some(id_column)) = (rt.table, rt.id_column.as_ref()) else {
-        return Err(AuthzError::invalid(format!("resource type \"{}\" has no table", rt.name))
-            .detail("Its permissions can be checked with authz.check() but its ids cannot be listed."));
-    };
-    let table_name = db::qualified_name(table).map_err(|e| {
-        AuthzError::config(format!("the table of resource type \"{}\" is gone", rt.name)).detail(e.message)
-    })?;
-    require_resource_table(table).map_err(|e| {
-        AuthzError::config(format!("cannot read the ids of resource type \"{}\"", rt.name)).detail(e.message)
-    })?;
-    let parent_expr = match &rt.parent_column {
-        Some(c) => format!("{}::pg_catalog.text", db::quote_ident(c)),
-        None => "NULL::pg_catalog.text".into(),
-    };
-    let public_expr = match &rt.public_column {
-        Some(c) => format!("coalesce({}, false)", db::quote_ident(c)),
-        None => "false".into(),
-    };
-    let owner_expr = match &rt.owner_column {
-        Some(c) => format!("{}::pg_catalog.text", db::quote_ident(c)),
-        None => "NULL::pg_catalog.text".into(),
-    };
-    let query = format!(
-        "SELECT {id}::pg_catalog.text, {parent_expr}, {public_expr}, {owner_expr} FROM {table_name} WHERE {id} IS NOT NULL",
-        id = db::quote_ident(id_column)
-    );
-    type Row = (String, Option<String>, bool, Option<String>);
-    // Read as the table's owner: the ids are the owner's data, and any code the table carries
-    // (casts of its column types, a trigger-maintained column) runs with the owner's rights.
-    let rows: Vec<Row> = privileged::run(Rights::OwnerOf(table), || {
-        Spi::connect(|client| {
-            let mut rows = Vec::new();
-            for row in client.select(query.as_str(), None, &[])? {
-                rows.push((
-                    row.get::<String>(1)?.unwrap_or_default(),
-                    row.get::<String>(2)?,
-                    row.get::<bool>(3)?.unwrap_or(false),
-                    row.get::<String>(4)?,
-                ));
-            }
-            Ok::<_, pgrx::spi::SpiError>(rows)
-        })
-    })
-    .map_err(|e| {
-        AuthzError::config(format!("cannot read the ids of resource type \"{}\"", rt.name)).detail(e.message)
-    })?;
-    let mut h = Hierarchy::default();
-    for (id, parent_id, public, owner) in rows {
-        if h.index.contains_key(&id) {
-            continue;
-        }
-        let i = h.ids.len() as u32;
-        let parent_idx = match (parent, parent_id) {
-            (Some(p), Some(pid)) => p.index.get(&pid).copied(),
-            _ => None,
-        };
-        let inherited_public = match (parent, parent_idx) {
-            (Some(p), Some(pi)) => p.public[pi as usize],
-            _ => false,
-        };
-        if let Some(pi) = parent_idx {
-            h.children_of_parent.entry(pi).or_default().push(i);
-        }
-        h.index.insert(id.clone(), i);
-        h.ids.push(id);
-        h.parent.push(parent_idx);
-        h.public.push(public || inherited_public);
-        h.owner.push(owner);
-    }
-    Ok(h)
 }
 
 #[cfg(any(test, feature = "pg_test"))]

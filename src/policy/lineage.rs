@@ -1,0 +1,503 @@
+//! Resource rows read by index probes. A resolution or a decision reads only the rows it needs —
+//! the subtrees under a caller's grants, the rows a rule names, the ancestors of those rows —
+//! never a whole type (at 1,000,000 sessions that was 300 ms for every new connection and after
+//! every new session row anywhere).
+//!
+//! Rows are kept per backend and per resource type (`Level`), with what is known to be complete
+//! (a parent's children, the public rows, a user's owned rows, everything), until the type's table
+//! changes (its data generation, src/pg/cache.rs). Every read runs as the table's owner.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use pgrx::prelude::*;
+
+use crate::pg::cache;
+use crate::pg::db;
+use crate::pg::errors::{AuthzError, AuthzResult};
+use crate::pg::privileged::{self, Rights};
+use crate::policy::model::{require_resource_table, ResourceType};
+
+/// One stored resource row, as far as authorization cares.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: String,
+    pub parent: Option<String>,
+    /// Its own public flag (ancestors' flags are read from their own rows).
+    pub public: bool,
+    pub owner: Option<String>,
+}
+
+/// How a column's values are compared with text from the policy (scope ids, exact patterns, parent
+/// ids): through the column's own type, so the table's index answers, after checking in Rust that
+/// the text can be a value of that type (a malformed id matches nothing instead of raising).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ColumnKind {
+    Int8,
+    Int4,
+    Int2,
+    Uuid,
+    Text,
+    /// Any other type: compared as text (no index).
+    Other,
+}
+
+impl ColumnKind {
+    fn of(table: pg_sys::Oid, column: &str) -> ColumnKind {
+        let Ok(name) = std::ffi::CString::new(column) else { return ColumnKind::Other };
+        // SAFETY: syscache lookups by relation oid and column name; plain values are returned.
+        let type_oid = unsafe {
+            let attnum = pg_sys::get_attnum(table, name.as_ptr());
+            if attnum == pg_sys::InvalidAttrNumber as i16 {
+                return ColumnKind::Other;
+            }
+            pg_sys::get_atttype(table, attnum)
+        };
+        match type_oid {
+            pg_sys::INT8OID => ColumnKind::Int8,
+            pg_sys::INT4OID => ColumnKind::Int4,
+            pg_sys::INT2OID => ColumnKind::Int2,
+            pg_sys::UUIDOID => ColumnKind::Uuid,
+            pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID => ColumnKind::Text,
+            _ => ColumnKind::Other,
+        }
+    }
+
+    /// Could `text` be a value of this type? (The stored text of a match is compared exactly later.)
+    fn admits(self, text: &str) -> bool {
+        match self {
+            ColumnKind::Int8 => text.parse::<i64>().is_ok(),
+            ColumnKind::Int4 => text.parse::<i32>().is_ok(),
+            ColumnKind::Int2 => text.parse::<i16>().is_ok(),
+            ColumnKind::Uuid => crate::pg::text::looks_like_uuid(text),
+            ColumnKind::Text | ColumnKind::Other => true,
+        }
+    }
+
+    /// `column = ANY($n)` for a text[] parameter, in a form an index on the column can answer.
+    fn any_of(self, column: &str, param: usize) -> String {
+        let array = match self {
+            ColumnKind::Int8 => "pg_catalog.int8",
+            ColumnKind::Int4 => "pg_catalog.int4",
+            ColumnKind::Int2 => "pg_catalog.int2",
+            ColumnKind::Uuid => "pg_catalog.uuid",
+            ColumnKind::Text => return format!("{column} OPERATOR(pg_catalog.=) ANY (${param}::pg_catalog.text[])"),
+            ColumnKind::Other => {
+                return format!("{column}::pg_catalog.text OPERATOR(pg_catalog.=) ANY (${param}::pg_catalog.text[])")
+            }
+        };
+        format!("{column} OPERATOR(pg_catalog.=) ANY (${param}::pg_catalog.text[]::{array}[])")
+    }
+}
+
+/// The rows of one resource type read so far, and what is known to be complete.
+#[derive(Default)]
+pub struct Level {
+    stamp: u64,
+    rows: Vec<Row>,
+    index: HashMap<String, u32>,
+    /// Ids probed and not found.
+    missing: HashSet<String>,
+    /// Parent ids whose children (rows of this type) are all loaded.
+    expanded: HashSet<String>,
+    all: bool,
+    public: bool,
+    owned_by: HashSet<String>,
+    count: Option<usize>,
+    bytes: usize,
+}
+
+impl Level {
+    pub fn get(&self, id: &str) -> Option<&Row> {
+        self.index.get(id).and_then(|&i| self.rows.get(i as usize))
+    }
+
+    fn add(&mut self, row: Row) {
+        if self.index.contains_key(&row.id) {
+            // Duplicate ids in a table without a key: the first row read speaks for the id.
+            return;
+        }
+        self.bytes += 96
+            + 2 * row.id.len()
+            + row.parent.as_ref().map_or(0, String::len)
+            + row.owner.as_ref().map_or(0, String::len);
+        self.missing.remove(&row.id);
+        self.index.insert(row.id.clone(), self.rows.len() as u32);
+        self.rows.push(row);
+    }
+}
+
+/// Beyond this many rows a type's cached rows start over (memory per backend stays bounded; what
+/// is dropped is only read again).
+const MAX_ROWS_PER_TYPE: usize = 200_000;
+
+thread_local! {
+    static LEVELS: RefCell<HashMap<String, Level>> = RefCell::new(HashMap::new());
+}
+
+/// Approximate bytes held by the cached resource rows of this backend.
+pub fn cached_bytes() -> usize {
+    LEVELS.with(|l| l.borrow().values().map(|v| v.bytes).sum())
+}
+
+/// Cached resource rows of this backend.
+pub fn cached_rows() -> usize {
+    LEVELS.with(|l| l.borrow().values().map(|v| v.rows.len()).sum())
+}
+
+/// Start over for types holding more than MAX_ROWS_PER_TYPE rows (called where a resolution or
+/// decision begins, never between a load and its use).
+pub fn trim() {
+    LEVELS.with(|l| l.borrow_mut().retain(|_, level| level.rows.len() <= MAX_ROWS_PER_TYPE));
+}
+
+thread_local! {
+    /// Stored-or-not questions answered by probes, per data stamp of the type they were about.
+    static STORED_PROBES: std::cell::Cell<(u64, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// After this many single-row probes under one data stamp, read the whole type once instead (a
+/// full scan of the resource table itself asks for every row).
+const PROBES_BEFORE_FULL_READ: u32 = 1000;
+
+/// Is a row with this id stored in the type's table?
+pub fn is_stored(rt: &ResourceType, id: &str) -> AuthzResult<bool> {
+    let stamp = cache::data_stamp(rt.table);
+    let probes = STORED_PROBES.with(|p| {
+        let (at, n) = p.get();
+        let n = if at == stamp { n.saturating_add(1) } else { 1 };
+        p.set((stamp, n));
+        n
+    });
+    if probes > PROBES_BEFORE_FULL_READ {
+        load_all(rt)?;
+    } else {
+        load_ids(rt, &[id.to_string()])?;
+    }
+    Ok(with_level(rt, |l| l.get(id).is_some()))
+}
+
+/// Run `f` on the type's level, emptied first if its table changed since it was read.
+fn with_level<T>(rt: &ResourceType, f: impl FnOnce(&mut Level) -> T) -> T {
+    let stamp = cache::data_stamp(rt.table);
+    LEVELS.with(|l| {
+        let mut levels = l.borrow_mut();
+        let level = levels.entry(rt.name.clone()).or_default();
+        if level.stamp != stamp {
+            *level = Level { stamp, ..Level::default() };
+        }
+        f(level)
+    })
+}
+
+/// Read access to a type's rows as loaded so far.
+pub fn row(rt: &ResourceType, id: &str) -> Option<Row> {
+    with_level(rt, |l| l.get(id).cloned())
+}
+
+/// Which rows of a type to read.
+enum Select<'a> {
+    Ids(&'a [String]),
+    ChildrenOf(&'a [String]),
+    All,
+    Public,
+    OwnedBy(&'a str),
+}
+
+/// Read rows of `rt` as its table's owner.
+fn read(rt: &ResourceType, select: Select<'_>) -> AuthzResult<Vec<Row>> {
+    let (Some(table), Some(id_column)) = (rt.table, rt.id_column.as_ref()) else {
+        return Err(AuthzError::invalid(format!("resource type \"{}\" has no table", rt.name))
+            .detail("Its permissions can be checked with authz.check() but its ids cannot be listed."));
+    };
+    let table_name = db::qualified_name(table).map_err(|e| {
+        AuthzError::config(format!("the table of resource type \"{}\" is gone", rt.name)).detail(e.message)
+    })?;
+    require_resource_table(table).map_err(|e| {
+        AuthzError::config(format!("cannot read the ids of resource type \"{}\"", rt.name)).detail(e.message)
+    })?;
+    let id = db::quote_ident(id_column);
+    let parent_expr = match &rt.parent_column {
+        Some(c) => format!("{}::pg_catalog.text", db::quote_ident(c)),
+        None => "NULL::pg_catalog.text".into(),
+    };
+    let public_expr = match &rt.public_column {
+        Some(c) => format!("coalesce({}, false)", db::quote_ident(c)),
+        None => "false".into(),
+    };
+    let owner_expr = match &rt.owner_column {
+        Some(c) => format!("{}::pg_catalog.text", db::quote_ident(c)),
+        None => "NULL::pg_catalog.text".into(),
+    };
+    let mut args: Vec<Vec<String>> = Vec::new();
+    let mut text_arg: Option<String> = None;
+    let condition = match &select {
+        Select::Ids(ids) => {
+            let kind = ColumnKind::of(table, id_column);
+            let admitted: Vec<String> = ids.iter().filter(|i| kind.admits(i)).cloned().collect();
+            if admitted.is_empty() {
+                return Ok(Vec::new());
+            }
+            args.push(admitted);
+            kind.any_of(&id, 1)
+        }
+        Select::ChildrenOf(parents) => {
+            let Some(parent_column) = &rt.parent_column else { return Ok(Vec::new()) };
+            let kind = ColumnKind::of(table, parent_column);
+            let admitted: Vec<String> = parents.iter().filter(|i| kind.admits(i)).cloned().collect();
+            if admitted.is_empty() {
+                return Ok(Vec::new());
+            }
+            args.push(admitted);
+            kind.any_of(&db::quote_ident(parent_column), 1)
+        }
+        Select::All => "true".into(),
+        Select::Public => match &rt.public_column {
+            Some(c) => format!("{} IS TRUE", db::quote_ident(c)),
+            None => return Ok(Vec::new()),
+        },
+        Select::OwnedBy(user) => match &rt.owner_column {
+            Some(c) => {
+                let kind = ColumnKind::of(table, c);
+                if !kind.admits(user) {
+                    return Ok(Vec::new());
+                }
+                text_arg = Some(user.to_string());
+                match kind {
+                    ColumnKind::Text => format!("{} OPERATOR(pg_catalog.=) $1::pg_catalog.text", db::quote_ident(c)),
+                    _ => format!("{}::pg_catalog.text OPERATOR(pg_catalog.=) $1::pg_catalog.text", db::quote_ident(c)),
+                }
+            }
+            None => return Ok(Vec::new()),
+        },
+    };
+    let query = format!(
+        "SELECT {id}::pg_catalog.text, {parent_expr}, {public_expr}, {owner_expr} FROM {table_name}
+         WHERE {id} IS NOT NULL AND {condition}"
+    );
+    let rows: Vec<Row> = privileged::run(Rights::OwnerOf(table), || {
+        Spi::connect(|client| {
+            let params: Vec<pgrx::datum::DatumWithOid> = match (args.pop(), &text_arg) {
+                (Some(a), _) => vec![a.into()],
+                (None, Some(t)) => vec![t.as_str().into()],
+                (None, None) => Vec::new(),
+            };
+            let mut rows = Vec::new();
+            for row in client.select(query.as_str(), None, &params)? {
+                rows.push(Row {
+                    id: row.get::<String>(1)?.unwrap_or_default(),
+                    parent: row.get::<String>(2)?,
+                    public: row.get::<bool>(3)?.unwrap_or(false),
+                    owner: row.get::<String>(4)?,
+                });
+            }
+            Ok::<_, pgrx::spi::SpiError>(rows)
+        })
+    })
+    .map_err(|e| {
+        AuthzError::config(format!("cannot read the ids of resource type \"{}\"", rt.name)).detail(e.message)
+    })?;
+    // A cast can make different texts equal ('007' and '7' as bigint): keep what was asked for.
+    Ok(match select {
+        Select::Ids(ids) => {
+            let asked: HashSet<&str> = ids.iter().map(String::as_str).collect();
+            rows.into_iter().filter(|r| asked.contains(r.id.as_str())).collect()
+        }
+        Select::ChildrenOf(parents) => {
+            let asked: HashSet<&str> = parents.iter().map(String::as_str).collect();
+            rows.into_iter().filter(|r| r.parent.as_deref().is_some_and(|p| asked.contains(p))).collect()
+        }
+        _ => rows,
+    })
+}
+
+/// Load the rows with these ids (those not yet known either way).
+pub fn load_ids(rt: &ResourceType, ids: &[String]) -> AuthzResult<()> {
+    let wanted: Vec<String> = with_level(rt, |l| {
+        if l.all {
+            return Vec::new();
+        }
+        let mut seen = HashSet::new();
+        ids.iter()
+            .filter(|i| !l.index.contains_key(*i) && !l.missing.contains(*i) && seen.insert(*i))
+            .cloned()
+            .collect()
+    });
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let rows = read(rt, Select::Ids(&wanted))?;
+    with_level(rt, |l| {
+        for r in rows {
+            l.add(r);
+        }
+        for w in wanted {
+            if !l.index.contains_key(&w) {
+                l.missing.insert(w);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Load the rows of `rt` whose parent is one of `parents`; returns their ids.
+pub fn load_children(rt: &ResourceType, parents: &[String]) -> AuthzResult<Vec<String>> {
+    let wanted: Vec<String> = with_level(rt, |l| {
+        if l.all {
+            return Vec::new();
+        }
+        let mut seen = HashSet::new();
+        parents.iter().filter(|p| !l.expanded.contains(*p) && seen.insert(*p)).cloned().collect()
+    });
+    if !wanted.is_empty() {
+        let rows = read(rt, Select::ChildrenOf(&wanted))?;
+        with_level(rt, |l| {
+            for r in rows {
+                l.add(r);
+            }
+            l.expanded.extend(wanted);
+        });
+    }
+    // Children by parent: a scan of this type's loaded rows (bounded by MAX_ROWS_PER_TYPE).
+    let asked: HashSet<&str> = parents.iter().map(String::as_str).collect();
+    Ok(with_level(rt, |l| {
+        l.rows.iter().filter(|r| r.parent.as_deref().is_some_and(|p| asked.contains(p))).map(|r| r.id.clone()).collect()
+    }))
+}
+
+/// Every row of the type (a rule with a pattern on a type's ids must see them all).
+pub fn load_all(rt: &ResourceType) -> AuthzResult<Vec<String>> {
+    if !with_level(rt, |l| l.all) {
+        let rows = read(rt, Select::All)?;
+        with_level(rt, |l| {
+            for r in rows {
+                l.add(r);
+            }
+            l.all = true;
+            l.missing.clear();
+        });
+    }
+    Ok(with_level(rt, |l| l.rows.iter().map(|r| r.id.clone()).collect()))
+}
+
+/// The rows flagged public (their own flag).
+pub fn load_public(rt: &ResourceType) -> AuthzResult<Vec<String>> {
+    if rt.public_column.is_none() {
+        return Ok(Vec::new());
+    }
+    if !with_level(rt, |l| l.public || l.all) {
+        let rows = read(rt, Select::Public)?;
+        with_level(rt, |l| {
+            for r in rows {
+                l.add(r);
+            }
+            l.public = true;
+        });
+    }
+    Ok(with_level(rt, |l| l.rows.iter().filter(|r| r.public).map(|r| r.id.clone()).collect()))
+}
+
+/// The rows whose owner column names `user`.
+pub fn load_owned(rt: &ResourceType, user: &str) -> AuthzResult<Vec<String>> {
+    if rt.owner_column.is_none() {
+        return Ok(Vec::new());
+    }
+    if !with_level(rt, |l| l.all || l.owned_by.contains(user)) {
+        let rows = read(rt, Select::OwnedBy(user))?;
+        with_level(rt, |l| {
+            for r in rows {
+                l.add(r);
+            }
+            l.owned_by.insert(user.to_string());
+        });
+    }
+    Ok(with_level(rt, |l| l.rows.iter().filter(|r| r.owner.as_deref() == Some(user)).map(|r| r.id.clone()).collect()))
+}
+
+/// The ids of the chain's first type under the given ids of `chain[level]` (themselves, at level 0).
+pub fn descend(chain: &[Rc<ResourceType>], level: usize, ids: Vec<String>) -> AuthzResult<Vec<String>> {
+    let mut current = ids;
+    for l in (0..level).rev() {
+        if current.is_empty() {
+            break;
+        }
+        current = load_children(&chain[l], &current)?;
+    }
+    Ok(current)
+}
+
+/// Load the ancestors of the given rows of `chain[0]`, level by level.
+pub fn load_ancestors(chain: &[Rc<ResourceType>], ids: &[String]) -> AuthzResult<()> {
+    let mut current: Vec<String> = ids.to_vec();
+    for l in 0..chain.len().saturating_sub(1) {
+        let parents: Vec<String> = with_level(&chain[l], |lv| {
+            current.iter().filter_map(|i| lv.get(i).and_then(|r| r.parent.clone())).collect()
+        });
+        if parents.is_empty() {
+            break;
+        }
+        load_ids(&chain[l + 1], &parents)?;
+        current = parents;
+    }
+    Ok(())
+}
+
+/// The stored row of `chain[0]` with this id and its ancestors' rows, nearest first (loaded).
+pub fn ancestry(chain: &[Rc<ResourceType>], start_level: usize, id: &str) -> AuthzResult<Vec<(String, Row)>> {
+    let mut out = Vec::new();
+    let mut next = Some(id.to_string());
+    for rt in &chain[start_level..] {
+        let Some(id) = next.take() else { break };
+        load_ids(rt, std::slice::from_ref(&id))?;
+        let Some(row) = row(rt, &id) else { break };
+        next = row.parent.clone();
+        out.push((rt.name.clone(), row));
+    }
+    Ok(out)
+}
+
+/// Evaluate with the chain's loaded rows at hand (level `l` of the slice is `chain[l]`).
+pub fn with_chain<T>(chain: &[Rc<ResourceType>], f: impl FnOnce(&[&Level]) -> T) -> T {
+    for rt in chain {
+        with_level(rt, |_| ());
+    }
+    LEVELS.with(|l| {
+        let levels = l.borrow();
+        let empty = Level::default();
+        let refs: Vec<&Level> = chain.iter().map(|rt| levels.get(&rt.name).unwrap_or(&empty)).collect();
+        f(&refs)
+    })
+}
+
+/// The number of rows of a type: exact when every row is loaded, else the planner's estimate
+/// (pg_class.reltuples), else — for a table never analyzed — counted once per data generation.
+pub fn type_size(rt: &ResourceType) -> AuthzResult<usize> {
+    let Some(table) = rt.table else { return Ok(0) };
+    if let Some(n) = with_level(rt, |l| if l.all { Some(l.rows.len()) } else { l.count }) {
+        return Ok(n);
+    }
+    // SAFETY: a syscache lookup by oid; only the fixed part of the pg_class tuple is read and the
+    // tuple is released before returning.
+    let reltuples = unsafe {
+        let tuple =
+            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, pg_sys::Datum::from(table.to_u32()));
+        if tuple.is_null() {
+            return Ok(0);
+        }
+        let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple);
+        let tuples = (*form).reltuples;
+        pg_sys::ReleaseSysCache(tuple);
+        tuples
+    };
+    let n = if reltuples >= 0.0 {
+        reltuples as usize
+    } else {
+        let table_name = db::qualified_name(table)?;
+        // Read-only SPI (Spi::get_one would not be): this may run in a parallel worker.
+        let query = format!("SELECT pg_catalog.count(*) FROM {table_name}");
+        privileged::run(Rights::OwnerOf(table), || db::select_one::<i64>(&query, &[]))?.unwrap_or(0) as usize
+    };
+    with_level(rt, |l| l.count = Some(n));
+    Ok(n)
+}
