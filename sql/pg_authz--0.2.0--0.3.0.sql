@@ -114,13 +114,16 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'add_jwks_or_replace_wrapper';
 
--- Callers allowed every id but a few: the excluded ids the planner's `col <> ALL(…)` form reads.
-CREATE FUNCTION authz."excluded_bigint_ids"("resource_type" TEXT, "action" TEXT) RETURNS bigint[]
-STRICT STABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'excluded_bigint_ids_wrapper';
-CREATE FUNCTION authz."excluded_integer_ids"("resource_type" TEXT, "action" TEXT) RETURNS INT[]
-STRICT STABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'excluded_integer_ids_wrapper';
-CREATE FUNCTION authz."excluded_uuid_ids"("resource_type" TEXT, "action" TEXT) RETURNS uuid[]
-STRICT STABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'excluded_uuid_ids_wrapper';
+-- Callers allowed every id but a few: permits() for an id a foreign key guarantees is stored.
+CREATE FUNCTION authz.permits_stored(id bigint, resource_type text, action text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
+    AS 'MODULE_PATHNAME', 'authz_permits_stored_int8';
+CREATE FUNCTION authz.permits_stored(id integer, resource_type text, action text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
+    AS 'MODULE_PATHNAME', 'authz_permits_stored_int4';
+CREATE FUNCTION authz.permits_stored(id uuid, resource_type text, action text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
+    AS 'MODULE_PATHNAME', 'authz_permits_stored_uuid';
 
 -- The soft-delete trigger is now C and elevates only to the owner of the table it fires on.
 CREATE OR REPLACE FUNCTION authz._soft_delete() RETURNS trigger

@@ -23,10 +23,10 @@
 //! plans are rebuilt before they would fail.
 //!
 //! A caller whose rules allow every id but deny a few (a complement set, src/policy/resolve.rs)
-//! gets the form a DBA would write for it on the same conditions: `col <> ALL(excluded ids)`,
-//! with the excluded ids read once per scan from `authz.excluded_*_ids(type, action)` (always
-//! current: a new row under a denied project is excluded by the next scan) and the plan marked
-//! like an elided one (re-checked: the caller must still be a complement caller for the type).
+//! gets, on the same conditions, `authz.permits_stored(col, type, action)`: the same answer as
+//! `permits()` for an id the key guarantees is stored, computed as "not one of the excluded ids"
+//! — what a DBA would write as `col <> 7` — without enumerating the type to learn which ids exist.
+//! It is right for any caller (a listed set answers as `permits()` does), so it needs no marker.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,13 +43,6 @@ use crate::policy::{model, resolve};
 /// registers no plan invalidation callback for this cache, so the marker is never confused with a
 /// real dependency and never invalidates anything by itself.
 const MARKER_CACHE: i32 = pg_sys::SysCacheIdentifier::AUTHOID as i32;
-
-/// Set in a marker's hash value for a complement rewrite (clear: the filter was dropped).
-const COMPLEMENT_MARK: u32 = 0x8000_0000;
-
-/// A complement caller gets the `<> ALL` form only while its excluded ids are few: the planner
-/// costs the array at plan time and the executor compares every row with each element.
-const COMPLEMENT_MAX_IDS: usize = 64;
 
 /// pg_constraint's catalog oid (ConstraintRelationId; catalog oids never change).
 const PG_CONSTRAINT: pg_sys::Oid = pg_sys::Oid::from_u32(2606);
@@ -232,7 +225,7 @@ pub unsafe fn simplify(req: *mut pg_sys::SupportRequestSimplify) -> *mut pg_sys:
             false
         } else {
             match resolve::permitted_for(&who, &resource_type, &action) {
-                Ok(p) if p.complement && p.ids.len() <= COMPLEMENT_MAX_IDS => true,
+                Ok(p) if p.complement => true,
                 _ => return none,
             }
         };
@@ -249,94 +242,48 @@ pub unsafe fn simplify(req: *mut pg_sys::SupportRequestSimplify) -> *mut pg_sys:
             return none;
         }
 
+        if complement {
+            return stored_call(call).unwrap_or(none);
+        }
         let marker = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlanInvalItem>()) as *mut pg_sys::PlanInvalItem;
         (*marker).type_ = pg_sys::NodeTag::T_PlanInvalItem;
         (*marker).cacheId = MARKER_CACHE;
-        let replacement = if complement {
-            let Some(expr) = not_excluded(column, type_arg, action_arg) else { return none };
-            expr
-        } else {
-            pg_sys::makeBoolConst(true, false)
-        };
-        (*marker).hashValue = marker_index(&resource_type, &action) | if complement { COMPLEMENT_MARK } else { 0 };
+        (*marker).hashValue = marker_index(&resource_type, &action);
         (*(*root).glob).invalItems = pg_sys::lappend((*(*root).glob).invalItems, marker.cast());
         ANY_ELISION.store(true, Ordering::Relaxed);
         ELIDED_SINCE_RESET.store(true, Ordering::Relaxed);
 
         let parse = (*root).parse;
         if facts.not_null && !has_outer_join(parse) && (*parse).groupingSets.is_null() {
-            replacement
+            pg_sys::makeBoolConst(true, false)
         } else {
-            // Exactly what the strict permits() answers: NULL for NULL.
-            strict(column, replacement)
+            // Exactly what the strict permits() answers: NULL for NULL, true otherwise.
+            strict_true(column)
         }
     }
 }
 
-/// `col <> ALL(authz.excluded_*_ids(type, action))`, with the column type's default btree
-/// equality's negator; None for a type without one (the filter then stays).
-unsafe fn not_excluded(
-    column: *mut pg_sys::Node,
-    type_arg: *mut pg_sys::Node,
-    action_arg: *mut pg_sys::Node,
-) -> Option<*mut pg_sys::Node> {
-    // SAFETY: the arguments are valid nodes of the call being simplified; catalog lookups return
-    // plain oids and new nodes are made in the planner's memory context.
+/// The same call with `authz.permits_stored` (same arguments, same argument types).
+unsafe fn stored_call(call: *mut pg_sys::FuncExpr) -> Option<*mut pg_sys::Node> {
+    // SAFETY: `call` is the FuncExpr being simplified; the function is looked up by name and
+    // argument types, and the copy is made in the planner's memory context.
     unsafe {
-        let column_type = pg_sys::exprType(column);
-        let (name, array_type) = match column_type {
-            pg_sys::INT8OID => (c"excluded_bigint_ids", pg_sys::INT8ARRAYOID),
-            pg_sys::INT4OID => (c"excluded_integer_ids", pg_sys::INT4ARRAYOID),
-            pg_sys::UUIDOID => (c"excluded_uuid_ids", pg_sys::UUIDARRAYOID),
-            _ => return None,
-        };
-        let opclass = pg_sys::GetDefaultOpClass(column_type, pg_sys::BTREE_AM_OID);
-        if opclass == pg_sys::InvalidOid {
-            return None;
-        }
-        let eq = pg_sys::get_opfamily_member(
-            pg_sys::get_opclass_family(opclass),
-            column_type,
-            column_type,
-            pg_sys::BTEqualStrategyNumber as i16,
-        );
-        let ne = if eq == pg_sys::InvalidOid { pg_sys::InvalidOid } else { pg_sys::get_negator(eq) };
-        if ne == pg_sys::InvalidOid {
-            return None;
-        }
+        let args = (*call).args;
+        let arg_types = [pg_sys::exprType(nth(args, 0)), pg_sys::TEXTOID, pg_sys::TEXTOID];
         let mut names = pg_sys::lappend(std::ptr::null_mut(), pg_sys::makeString(c"authz".as_ptr().cast_mut()).cast());
-        names = pg_sys::lappend(names, pg_sys::makeString(name.as_ptr().cast_mut()).cast());
-        let arg_types = [pg_sys::TEXTOID, pg_sys::TEXTOID];
-        let function = pg_sys::LookupFuncName(names, 2, arg_types.as_ptr(), true);
+        names = pg_sys::lappend(names, pg_sys::makeString(c"permits_stored".as_ptr().cast_mut()).cast());
+        let function = pg_sys::LookupFuncName(names, 3, arg_types.as_ptr(), true);
         if function == pg_sys::InvalidOid {
             return None;
         }
-        let mut fn_args = pg_sys::lappend(std::ptr::null_mut(), pg_sys::copyObjectImpl(type_arg.cast()));
-        fn_args = pg_sys::lappend(fn_args, pg_sys::copyObjectImpl(action_arg.cast()));
-        let array = pg_sys::makeFuncExpr(
-            function,
-            array_type,
-            fn_args,
-            pg_sys::InvalidOid,
-            pg_sys::DEFAULT_COLLATION_OID,
-            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
-        );
-        let saop = pg_sys::palloc0(std::mem::size_of::<pg_sys::ScalarArrayOpExpr>()) as *mut pg_sys::ScalarArrayOpExpr;
-        (*saop).xpr.type_ = pg_sys::NodeTag::T_ScalarArrayOpExpr;
-        (*saop).opno = ne;
-        (*saop).opfuncid = pg_sys::get_opcode(ne);
-        (*saop).useOr = false;
-        (*saop).inputcollid = pg_sys::exprCollation(column);
-        let mut args = pg_sys::lappend(std::ptr::null_mut(), pg_sys::copyObjectImpl(column.cast()));
-        args = pg_sys::lappend(args, array.cast());
-        (*saop).args = args;
-        (*saop).location = -1;
-        Some(saop.cast())
+        let copy = pg_sys::copyObjectImpl(call.cast()) as *mut pg_sys::FuncExpr;
+        (*copy).funcid = function;
+        Some(copy.cast())
     }
 }
 
-/// `CASE WHEN col IS NOT NULL THEN <expr> END`.
-unsafe fn strict(column: *mut pg_sys::Node, expr: *mut pg_sys::Node) -> *mut pg_sys::Node {
+/// `CASE WHEN col IS NOT NULL THEN true END`.
+unsafe fn strict_true(column: *mut pg_sys::Node) -> *mut pg_sys::Node {
     // SAFETY: `column` is a valid expression node of the call being simplified; new nodes are made with PostgreSQL's node constructors.
     unsafe {
         let test = pg_sys::palloc0(std::mem::size_of::<pg_sys::NullTest>()) as *mut pg_sys::NullTest;
@@ -348,7 +295,7 @@ unsafe fn strict(column: *mut pg_sys::Node, expr: *mut pg_sys::Node) -> *mut pg_
         let when = pg_sys::palloc0(std::mem::size_of::<pg_sys::CaseWhen>()) as *mut pg_sys::CaseWhen;
         (*when).xpr.type_ = pg_sys::NodeTag::T_CaseWhen;
         (*when).expr = test.cast();
-        (*when).result = expr.cast();
+        (*when).result = pg_sys::makeBoolConst(true, false).cast();
         (*when).location = -1;
         let case = pg_sys::palloc0(std::mem::size_of::<pg_sys::CaseExpr>()) as *mut pg_sys::CaseExpr;
         (*case).xpr.type_ = pg_sys::NodeTag::T_CaseExpr;
@@ -400,30 +347,13 @@ pub unsafe fn check_plan(stmt: *mut pg_sys::PlannedStmt, starting: bool) {
             if item.is_null() || (*item).cacheId != MARKER_CACHE {
                 continue;
             }
-            let complement = (*item).hashValue & COMPLEMENT_MARK != 0;
-            let index = ((*item).hashValue & !COMPLEMENT_MARK) as usize;
-            let Some((resource_type, action)) = ELIDED.with(|e| e.borrow().get(index).cloned()) else {
+            let Some((resource_type, action)) = ELIDED.with(|e| e.borrow().get((*item).hashValue as usize).cloned())
+            else {
                 continue;
             };
-            if complement {
-                still_complement(&resource_type, &action).or_raise();
-            } else {
-                still_covers(&resource_type, &action, starting).or_raise();
-            }
+            still_covers(&resource_type, &action, starting).or_raise();
         }
     }
-}
-
-/// A complement rewrite reads the current excluded ids by itself (and audits there); the caller
-/// must still be one whose set is a complement.
-fn still_complement(resource_type: &str, action: &str) -> AuthzResult<()> {
-    let who = identity::current()?;
-    if !resolve::covers_every_id(&who, resource_type, action)?
-        && resolve::permitted_for(&who, resource_type, action)?.complement
-    {
-        return Ok(());
-    }
-    replan(resource_type)
 }
 
 fn still_covers(resource_type: &str, action: &str, audit_it: bool) -> AuthzResult<()> {
@@ -451,7 +381,7 @@ fn replan(resource_type: &str) -> AuthzResult<()> {
         "the caller's permissions changed after this statement was planned",
     )
     .detail(format!(
-        "The plan was made for a caller who may use every {} id (or all but a few), which the current identity may no longer do.",
+        "The plan reads every {} row without a filter, which the current identity may no longer do.",
         crate::pg::text::printable(resource_type, 64)
     ))
     .hint("Run the statement again (an open cursor must be declared again)."))

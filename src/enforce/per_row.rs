@@ -70,6 +70,9 @@ pub struct CallState {
     pub resource_type: String,
     pub action: String,
     pub set: TypedSet,
+    /// `set` names the ids taken away from "every id" (`authz.permits_stored()` for a caller
+    /// allowed all but a few: the id is known to exist).
+    pub complement: bool,
 }
 
 /// The id argument tested against a set of its kind. Reads only memory PostgreSQL handed us and
@@ -84,15 +87,19 @@ pub unsafe fn fixed_width_id_permitted(
     // SAFETY: `state` is this call site's live CallState and `fcinfo` the current call of authz.permits, whose first argument is non-null (STRICT) and of the kind the function was declared with: a by-value integer, or a pointer to 16 uuid bytes.
     unsafe {
         let raw = (*(*fcinfo).args.as_ptr()).value;
-        match (&(*state).set, kind) {
+        let in_set = match (&(*state).set, kind) {
             (TypedSet::Int(set), IdKind::Int8) => set.contains(raw.value() as i64),
             (TypedSet::Int(set), IdKind::Int4) => set.contains(i64::from(raw.value() as i32)),
             (TypedSet::Uuid(set), IdKind::Uuid) => {
                 let bytes = raw.cast_mut_ptr::<[u8; 16]>();
-                !bytes.is_null() && set.contains(&*bytes)
+                if bytes.is_null() {
+                    return false;
+                }
+                set.contains(&*bytes)
             }
-            _ => false,
-        }
+            _ => return false,
+        };
+        in_set != (*state).complement
     }
 }
 

@@ -70,8 +70,26 @@ fn typed_set(p: &Permitted, kind: IdKind) -> TypedSet {
     }
 }
 
+/// For `permits_stored()` (the id is known to exist): a complement's excluded ids as they are,
+/// never enumerated; any other set as for `permits()`. Returns the set and whether it excludes.
+fn stored_typed_set(p: &Permitted, kind: IdKind) -> (TypedSet, bool) {
+    if !p.complement {
+        return (typed_set(p, kind), false);
+    }
+    let set = match kind {
+        IdKind::Int8 | IdKind::Int4 => TypedSet::Int(p.typed("int-excluded", |ids| build_int_set(ids))),
+        IdKind::Uuid => {
+            TypedSet::Uuid(p.typed("uuid-excluded", |ids| ids.iter().filter_map(|s| parse_uuid(s)).collect()))
+        }
+        IdKind::Text => {
+            TypedSet::Text(p.typed("bytes-excluded", |ids| ids.iter().map(|s| s.as_bytes().to_vec()).collect()))
+        }
+    };
+    (set, true)
+}
+
 /// Resolve (or re-resolve) the permission set for this call site.
-unsafe fn call_state(fcinfo: pg_sys::FunctionCallInfo, kind: IdKind) -> *mut CallState {
+unsafe fn call_state(fcinfo: pg_sys::FunctionCallInfo, kind: IdKind, stored: bool) -> *mut CallState {
     // SAFETY: `fcinfo` is the fmgr call PostgreSQL made for authz.permits (three arguments, the first non-null: the function is STRICT); `fn_extra` is null or this call site's CallState, allocated in `fn_mcxt`.
     unsafe {
         if let Some(current) = current_state(fcinfo) {
@@ -91,6 +109,8 @@ unsafe fn call_state(fcinfo: pg_sys::FunctionCallInfo, kind: IdKind) -> *mut Cal
             return existing;
         }
         let permitted = statement_set(resource_type, action);
+        let (set, complement) =
+            if stored { stored_typed_set(&permitted, kind) } else { (typed_set(&permitted, kind), false) };
         // Resolution may have reloaded caches; record the generation it was computed under.
         let state = CallState {
             epoch,
@@ -98,7 +118,8 @@ unsafe fn call_state(fcinfo: pg_sys::FunctionCallInfo, kind: IdKind) -> *mut Cal
             args_constant: arg_is_const(flinfo, 1) && arg_is_const(flinfo, 2),
             resource_type: resource_type.to_string(),
             action: action.to_string(),
-            set: typed_set(&permitted, kind),
+            set,
+            complement,
         };
         if existing.is_null() {
             let ptr = PgMemoryContexts::For((*flinfo).fn_mcxt).leak_and_drop_on_delete(state);
@@ -128,13 +149,17 @@ unsafe fn arg_is_const(flinfo: *mut pg_sys::FmgrInfo, n: i32) -> bool {
 
 /// Everything else (first call, changed token or policy, text ids), with errors raised properly.
 #[pg_guard]
-unsafe extern "C-unwind" fn permits_guarded(fcinfo: pg_sys::FunctionCallInfo, kind: IdKind) -> pg_sys::Datum {
+unsafe extern "C-unwind" fn permits_guarded(
+    fcinfo: pg_sys::FunctionCallInfo,
+    kind: IdKind,
+    stored: bool,
+) -> pg_sys::Datum {
     // SAFETY: `fcinfo` is the current call of authz.permits (STRICT: the id is non-null); call_state returns this call site's live state.
     unsafe {
-        let state = call_state(fcinfo, kind);
+        let state = call_state(fcinfo, kind, stored);
         let allowed = match (&(*state).set, kind) {
             (TypedSet::Text(set), IdKind::Text) => match pg_getarg::<&[u8]>(fcinfo, 0) {
-                Some(b) => set.contains(b),
+                Some(b) => set.contains(b) != (*state).complement,
                 None => false,
             },
             _ => fixed_width_id_permitted(state, fcinfo, kind),
@@ -144,7 +169,7 @@ unsafe extern "C-unwind" fn permits_guarded(fcinfo: pg_sys::FunctionCallInfo, ki
 }
 
 macro_rules! permits_fn {
-    ($finfo:ident, $name:ident, $kind:expr) => {
+    ($finfo:ident, $name:ident, $kind:expr, $stored:expr) => {
         #[unsafe(no_mangle)]
         #[doc(hidden)]
         pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
@@ -163,16 +188,21 @@ macro_rules! permits_fn {
                         return pg_sys::Datum::from(fixed_width_id_permitted(state, fcinfo, $kind));
                     }
                 }
-                permits_guarded(fcinfo, $kind)
+                permits_guarded(fcinfo, $kind, $stored)
             }
         }
     };
 }
 
-permits_fn!(pg_finfo_authz_permits_int8, authz_permits_int8, IdKind::Int8);
-permits_fn!(pg_finfo_authz_permits_int4, authz_permits_int4, IdKind::Int4);
-permits_fn!(pg_finfo_authz_permits_uuid, authz_permits_uuid, IdKind::Uuid);
-permits_fn!(pg_finfo_authz_permits_text, authz_permits_text, IdKind::Text);
+permits_fn!(pg_finfo_authz_permits_int8, authz_permits_int8, IdKind::Int8, false);
+permits_fn!(pg_finfo_authz_permits_int4, authz_permits_int4, IdKind::Int4, false);
+permits_fn!(pg_finfo_authz_permits_uuid, authz_permits_uuid, IdKind::Uuid, false);
+permits_fn!(pg_finfo_authz_permits_text, authz_permits_text, IdKind::Text, false);
+// `permits()` for an id known to be stored in the type's table (the planner writes these where a
+// validated foreign key says so, for callers allowed all but a few ids: src/enforce/elision.rs).
+permits_fn!(pg_finfo_authz_permits_stored_int8, authz_permits_stored_int8, IdKind::Int8, true);
+permits_fn!(pg_finfo_authz_permits_stored_int4, authz_permits_stored_int4, IdKind::Int4, true);
+permits_fn!(pg_finfo_authz_permits_stored_uuid, authz_permits_stored_uuid, IdKind::Uuid, true);
 
 /// The set a statement uses, for the row filter and for an index condition's array alike: in a
 /// parallel worker the leader's handoff (a parallel index scan evaluates its array in every
@@ -216,40 +246,6 @@ fn permitted_uuid_ids(resource_type: &str, action: &str) -> Vec<pgrx::Uuid> {
     listed_ids(resource_type, action).iter().filter_map(|s| parse_uuid(s)).map(pgrx::Uuid::from_bytes).collect()
 }
 
-/// The ids a complement caller's rules take away from "every id" (the `<> ALL` form the planner
-/// support function writes for such a caller where a foreign key vouches for existence).
-fn excluded(resource_type: &str, action: &str) -> Rc<Permitted> {
-    let p = statement_set(resource_type, action);
-    if !p.complement {
-        crate::pg::errors::AuthzError::invalid(format!(
-            "the caller's rules do not allow every {} id",
-            crate::pg::text::printable(resource_type, 64)
-        ))
-        .detail("Excluded ids exist only for a caller allowed every id of the type except some.")
-        .hint("Use authz.permitted_ids() for the ids a caller may use.")
-        .raise();
-    }
-    p
-}
-
-/// The excluded ids of a complement caller as bigint[].
-#[pg_extern(stable, parallel_safe)]
-fn excluded_bigint_ids(resource_type: &str, action: &str) -> Vec<i64> {
-    excluded(resource_type, action).ids.iter().filter_map(|s| s.parse().ok()).collect()
-}
-
-/// The excluded ids of a complement caller as integer[].
-#[pg_extern(stable, parallel_safe)]
-fn excluded_integer_ids(resource_type: &str, action: &str) -> Vec<i32> {
-    excluded(resource_type, action).ids.iter().filter_map(|s| s.parse().ok()).collect()
-}
-
-/// The excluded ids of a complement caller as uuid[].
-#[pg_extern(stable, parallel_safe)]
-fn excluded_uuid_ids(resource_type: &str, action: &str) -> Vec<pgrx::Uuid> {
-    excluded(resource_type, action).ids.iter().filter_map(|s| parse_uuid(s)).map(pgrx::Uuid::from_bytes).collect()
-}
-
 pgrx::extension_sql!(
     r#"
 CREATE FUNCTION authz.permits_support(internal) RETURNS internal
@@ -267,6 +263,15 @@ CREATE FUNCTION authz.permits(id uuid, resource_type text, action text) RETURNS 
 CREATE FUNCTION authz.permits(id text, resource_type text, action text) RETURNS boolean
     LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
     AS 'MODULE_PATHNAME', 'authz_permits_text';
+CREATE FUNCTION authz.permits_stored(id bigint, resource_type text, action text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
+    AS 'MODULE_PATHNAME', 'authz_permits_stored_int8';
+CREATE FUNCTION authz.permits_stored(id integer, resource_type text, action text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
+    AS 'MODULE_PATHNAME', 'authz_permits_stored_int4';
+CREATE FUNCTION authz.permits_stored(id uuid, resource_type text, action text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE COST 1 SUPPORT authz.permits_support
+    AS 'MODULE_PATHNAME', 'authz_permits_stored_uuid';
 REVOKE ALL ON FUNCTION authz.permits_support(internal) FROM PUBLIC;
 "#,
     name = "permits_functions",

@@ -196,6 +196,11 @@ pub fn row(rt: &ResourceType, id: &str) -> Option<Row> {
     with_level(rt, |l| l.get(id).cloned())
 }
 
+/// Is a row with this id loaded (after `load_ids`: is it stored)?
+pub fn known(rt: &ResourceType, id: &str) -> bool {
+    with_level(rt, |l| l.index.contains_key(id))
+}
+
 /// Which rows of a type to read.
 enum Select<'a> {
     Ids(&'a [String]),

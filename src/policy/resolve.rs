@@ -390,24 +390,25 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
     }
     // The ids a decision can differ on: those an allow can reach (or, for a complement, a deny).
     let wanted = !complement;
-    let mut universe: Vec<String> = Vec::new();
+    // Seeds per level of the chain: ids named exactly (scopes, exact patterns: probed in one query
+    // per level) and ids already loaded (pattern matches, owned and public rows). Their subtrees
+    // are read one level at a time, all seeds of a level together.
+    let mut named: Vec<Vec<String>> = vec![Vec::new(); chain.len()];
+    let mut loaded: Vec<Vec<String>> = vec![Vec::new(); chain.len()];
     for role in &unscoped {
         for (level, rule) in &reaching[role] {
             if rule.allow == wanted {
-                let seeds = pattern_ids(&chain, *level, &rule.pattern)?;
-                universe.extend(lineage::descend(&chain, *level, seeds)?);
+                match &rule.pattern {
+                    Pattern::Exact(id) => named[*level].push(id.clone()),
+                    pattern => loaded[*level].extend(pattern_ids(&chain, *level, pattern)?),
+                }
             }
         }
     }
     for (role, scopes) in &scoped {
-        if !reaching[role].iter().any(|(_, rule)| rule.allow == wanted) {
-            continue;
-        }
-        for (level, id) in scopes {
-            let id = id.to_string();
-            lineage::load_ids(&chain[*level], std::slice::from_ref(&id))?;
-            if lineage::row(&chain[*level], &id).is_some() {
-                universe.extend(lineage::descend(&chain, *level, vec![id])?);
+        if reaching[role].iter().any(|(_, rule)| rule.allow == wanted) {
+            for (level, id) in scopes {
+                named[*level].push(id.to_string());
             }
         }
     }
@@ -415,8 +416,7 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
         if owner_roles.iter().any(|r| reaching[r].iter().any(|(_, rule)| rule.allow == wanted)) {
             for (level, rt) in chain.iter().enumerate() {
                 if rt.owner_column.is_some() {
-                    let owned = lineage::load_owned(rt, user)?;
-                    universe.extend(lineage::descend(&chain, level, owned)?);
+                    loaded[level].extend(lineage::load_owned(rt, user)?);
                 }
             }
         }
@@ -424,9 +424,19 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
     if read && !complement {
         for (level, rt) in chain.iter().enumerate() {
             if rt.public_column.is_some() {
-                let public = lineage::load_public(rt)?;
-                universe.extend(lineage::descend(&chain, level, public)?);
+                loaded[level].extend(lineage::load_public(rt)?);
             }
+        }
+    }
+    let mut universe: Vec<String> = Vec::new();
+    for level in (0..chain.len()).rev() {
+        let mut seeds = std::mem::take(&mut loaded[level]);
+        if !named[level].is_empty() {
+            lineage::load_ids(&chain[level], &named[level])?;
+            seeds.extend(named[level].iter().filter(|id| lineage::known(&chain[level], id)).cloned());
+        }
+        if !seeds.is_empty() {
+            universe.extend(lineage::descend(&chain, level, seeds)?);
         }
     }
     let mut seen = std::collections::HashSet::new();
