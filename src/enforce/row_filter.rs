@@ -77,7 +77,7 @@ fn stored_typed_set(p: &Permitted, kind: IdKind) -> (TypedSet, bool) {
         return (typed_set(p, kind), false);
     }
     let set = match kind {
-        IdKind::Int8 | IdKind::Int4 => TypedSet::Int(p.typed("int-excluded", |ids| build_int_set(ids))),
+        IdKind::Int8 | IdKind::Int4 => TypedSet::Int(p.typed("int-excluded", build_int_set)),
         IdKind::Uuid => {
             TypedSet::Uuid(p.typed("uuid-excluded", |ids| ids.iter().filter_map(|s| parse_uuid(s)).collect()))
         }

@@ -321,6 +321,9 @@ unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys:
         policy_changed(GRANT_TABLE_OIDS.with(|g| g.borrow().contains(&relid)));
     } else if WATCHED.with(|w| w.borrow().contains(&relid)) {
         data_changed(relid);
+    } else if crate::pg::changes::is_key(relid) {
+        crate::pg::changes::received(relid);
+        GENERATION.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -358,7 +361,31 @@ fn invalidate_caches<'a>(
             pg_sys::GetCurrentCommandId(false),
         )
     };
-    if LAST_QUEUED.with(|l| l.replace(key)) == key {
+    // A registered resource table's rows are announced by what they touched (src/pg/changes.rs);
+    // a partition's, a TRUNCATE's and the policy tables' changes by the whole table.
+    let data = trigger.trigger_data();
+    // SAFETY: the trigger's own TriggerData: the relation is open, the row versions (when this is
+    // a row trigger) are valid for this call, and the partition flag is a syscache lookup.
+    let by_keys = unsafe {
+        let row_event = (data.tg_event & pg_sys::TRIGGER_EVENT_ROW) != 0
+            && (data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK) != pg_sys::TRIGGER_EVENT_TRUNCATE;
+        if row_event && !pg_sys::get_rel_relispartition(relid) {
+            let update = (data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK) == pg_sys::TRIGGER_EVENT_UPDATE;
+            let insert = (data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK) == pg_sys::TRIGGER_EVENT_INSERT;
+            let (old, new) = match (insert, update) {
+                (true, _) => (std::ptr::null_mut(), data.tg_trigtuple),
+                (_, true) => (data.tg_trigtuple, data.tg_newtuple),
+                _ => (data.tg_trigtuple, std::ptr::null_mut()),
+            };
+            matches!(
+                crate::pg::changes::announce_row(relid, key, old, new, (*data.tg_relation).rd_att).or_raise(),
+                crate::pg::changes::Announce::Keys
+            )
+        } else {
+            false
+        }
+    };
+    if by_keys || LAST_QUEUED.with(|l| l.replace(key)) == key {
         return Ok(None);
     }
     // SAFETY: queueing invalidations for relations that exist (the trigger's own and its

@@ -3,6 +3,7 @@
 //! and redaction. Imports nothing from the layers above; they register callbacks here instead.
 
 pub mod cache;
+pub mod changes;
 pub mod db;
 pub mod errors;
 pub mod nodes;

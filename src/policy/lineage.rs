@@ -14,6 +14,7 @@ use std::rc::Rc;
 use pgrx::prelude::*;
 
 use crate::pg::cache;
+use crate::pg::changes::{self, KeyKind};
 use crate::pg::db;
 use crate::pg::errors::{AuthzError, AuthzResult};
 use crate::pg::privileged::{self, Rights};
@@ -95,7 +96,12 @@ impl ColumnKind {
 #[derive(Default)]
 pub struct Level {
     stamp: u64,
+    /// The last change key applied (src/pg/changes.rs).
+    seq: u64,
+    table: Option<pg_sys::Oid>,
     rows: Vec<Row>,
+    /// Rows by the change key of their id (a key drops the rows it may name).
+    by_key: HashMap<u32, Vec<u32>>,
     index: HashMap<String, u32>,
     /// Ids probed and not found.
     missing: HashSet<String>,
@@ -113,11 +119,57 @@ impl Level {
         self.index.get(id).and_then(|&i| self.rows.get(i as usize))
     }
 
+    /// The rows still current (a change key drops a row from the index, not from `rows`).
+    fn live(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().enumerate().filter(|(i, r)| self.index.get(&r.id) == Some(&(*i as u32))).map(|(_, r)| r)
+    }
+
+    fn key(&self, kind: KeyKind, value: &str) -> u32 {
+        changes::key(self.table.unwrap_or(pg_sys::InvalidOid), kind, value.as_bytes())
+    }
+
+    /// Forget what a changed row may have made stale: rows with that id, the children lists of
+    /// that parent, owned rows of that owner, the public rows; any change leaves "every row"
+    /// incomplete.
+    fn apply(&mut self, keys: &[u32]) {
+        let Some(table) = self.table else { return };
+        let slot = changes::slot(table);
+        let keys: HashSet<u32> = keys.iter().copied().filter(|k| changes::slot_of(*k) == slot).collect();
+        if keys.is_empty() {
+            return;
+        }
+        self.all = false;
+        self.count = None;
+        if keys.contains(&changes::key(table, KeyKind::Public, b"")) {
+            self.public = false;
+        }
+        for k in &keys {
+            for i in self.by_key.remove(k).unwrap_or_default() {
+                if let Some(id) = self.rows.get(i as usize).map(|r| r.id.clone()) {
+                    if self.index.get(&id) == Some(&i) {
+                        self.index.remove(&id);
+                    }
+                }
+            }
+        }
+        let stale = |level: &Level, kind: KeyKind, v: &String| keys.contains(&level.key(kind, v));
+        let expanded: HashSet<String> =
+            self.expanded.iter().filter(|p| !stale(self, KeyKind::Parent, p)).cloned().collect();
+        let missing: HashSet<String> = self.missing.iter().filter(|i| !stale(self, KeyKind::Id, i)).cloned().collect();
+        let owned_by: HashSet<String> =
+            self.owned_by.iter().filter(|o| !stale(self, KeyKind::Owner, o)).cloned().collect();
+        self.expanded = expanded;
+        self.missing = missing;
+        self.owned_by = owned_by;
+    }
+
     fn add(&mut self, row: Row) {
         if self.index.contains_key(&row.id) {
             // Duplicate ids in a table without a key: the first row read speaks for the id.
             return;
         }
+        let k = self.key(KeyKind::Id, &row.id);
+        self.by_key.entry(k).or_default().push(self.rows.len() as u32);
         self.bytes += 96
             + 2 * row.id.len()
             + row.parent.as_ref().map_or(0, String::len)
@@ -143,7 +195,7 @@ pub fn cached_bytes() -> usize {
 
 /// Cached resource rows of this backend.
 pub fn cached_rows() -> usize {
-    LEVELS.with(|l| l.borrow().values().map(|v| v.rows.len()).sum())
+    LEVELS.with(|l| l.borrow().values().map(|v| v.index.len()).sum())
 }
 
 /// Start over for types holding more than MAX_ROWS_PER_TYPE rows (called where a resolution or
@@ -181,14 +233,97 @@ pub fn is_stored(rt: &ResourceType, id: &str) -> AuthzResult<bool> {
 /// Run `f` on the type's level, emptied first if its table changed since it was read.
 fn with_level<T>(rt: &ResourceType, f: impl FnOnce(&mut Level) -> T) -> T {
     let stamp = cache::data_stamp(rt.table);
+    let seq = changes::sequence();
     LEVELS.with(|l| {
         let mut levels = l.borrow_mut();
         let level = levels.entry(rt.name.clone()).or_default();
-        if level.stamp != stamp {
-            *level = Level { stamp, ..Level::default() };
+        if level.stamp != stamp || level.table != rt.table {
+            *level = Level { stamp, seq, table: rt.table, ..Level::default() };
+        } else if level.seq != seq {
+            match changes::since(level.seq) {
+                Some(keys) => level.apply(&keys),
+                None => *level = Level { stamp, table: rt.table, ..Level::default() },
+            }
+            level.seq = seq;
         }
         f(level)
     })
+}
+
+/// What a resolution read, by change key: a key it holds (or any key of a table it read whole)
+/// makes it stale.
+#[derive(Default, Debug)]
+pub struct Reads {
+    keys: HashSet<u32>,
+    whole_tables: HashSet<u32>,
+    /// The change sequence up to which it is known current (moved forward by `still_current`).
+    seq: std::cell::Cell<u64>,
+}
+
+impl Reads {
+    /// Has no change key arrived since the reading that names anything it read? Keys that did
+    /// not are skipped from then on.
+    pub fn still_current(&self) -> bool {
+        let now = changes::sequence();
+        if self.seq.get() == now {
+            return true;
+        }
+        match changes::since(self.seq.get()) {
+            Some(keys)
+                if !keys.iter().any(|k| self.keys.contains(k) || self.whole_tables.contains(&changes::slot_of(*k))) =>
+            {
+                self.seq.set(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Approximate bytes.
+    pub fn bytes(&self) -> usize {
+        64 + 8 * (self.keys.len() + self.whole_tables.len())
+    }
+}
+
+thread_local! {
+    static READS: RefCell<Option<Reads>> = const { RefCell::new(None) };
+}
+
+/// Run `f`, noting what it reads.
+pub fn recording<T>(f: impl FnOnce() -> T) -> (T, Reads) {
+    struct Restore(Option<Reads>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            READS.with(|r| *r.borrow_mut() = previous);
+        }
+    }
+    let start = Reads { seq: std::cell::Cell::new(changes::sequence()), ..Reads::default() };
+    let previous = READS.with(|r| r.borrow_mut().replace(start));
+    let guard = Restore(previous);
+    let out = f();
+    let reads = READS.with(|r| r.borrow_mut().take()).unwrap_or_default();
+    drop(guard);
+    (out, reads)
+}
+
+fn note(rt: &ResourceType, kind: KeyKind, values: &[String]) {
+    let Some(table) = rt.table else { return };
+    READS.with(|r| {
+        if let Some(reads) = r.borrow_mut().as_mut() {
+            reads.keys.extend(values.iter().map(|v| changes::key(table, kind, v.as_bytes())));
+        }
+    });
+}
+
+/// Note that every row of the type was read (any change to its table makes the reader stale).
+pub fn note_whole(rt: &ResourceType) {
+    let Some(table) = rt.table else { return };
+    READS.with(|r| {
+        if let Some(reads) = r.borrow_mut().as_mut() {
+            reads.whole_tables.insert(changes::slot(table));
+        }
+    });
 }
 
 /// Read access to a type's rows as loaded so far.
@@ -319,6 +454,7 @@ fn read(rt: &ResourceType, select: Select<'_>) -> AuthzResult<Vec<Row>> {
 
 /// Load the rows with these ids (those not yet known either way).
 pub fn load_ids(rt: &ResourceType, ids: &[String]) -> AuthzResult<()> {
+    note(rt, KeyKind::Id, ids);
     let wanted: Vec<String> = with_level(rt, |l| {
         if l.all {
             return Vec::new();
@@ -348,6 +484,7 @@ pub fn load_ids(rt: &ResourceType, ids: &[String]) -> AuthzResult<()> {
 
 /// Load the rows of `rt` whose parent is one of `parents`; returns their ids.
 pub fn load_children(rt: &ResourceType, parents: &[String]) -> AuthzResult<Vec<String>> {
+    note(rt, KeyKind::Parent, parents);
     let wanted: Vec<String> = with_level(rt, |l| {
         if l.all {
             return Vec::new();
@@ -367,12 +504,13 @@ pub fn load_children(rt: &ResourceType, parents: &[String]) -> AuthzResult<Vec<S
     // Children by parent: a scan of this type's loaded rows (bounded by MAX_ROWS_PER_TYPE).
     let asked: HashSet<&str> = parents.iter().map(String::as_str).collect();
     Ok(with_level(rt, |l| {
-        l.rows.iter().filter(|r| r.parent.as_deref().is_some_and(|p| asked.contains(p))).map(|r| r.id.clone()).collect()
+        l.live().filter(|r| r.parent.as_deref().is_some_and(|p| asked.contains(p))).map(|r| r.id.clone()).collect()
     }))
 }
 
 /// Every row of the type (a rule with a pattern on a type's ids must see them all).
 pub fn load_all(rt: &ResourceType) -> AuthzResult<Vec<String>> {
+    note_whole(rt);
     if !with_level(rt, |l| l.all) {
         let rows = read(rt, Select::All)?;
         with_level(rt, |l| {
@@ -383,7 +521,7 @@ pub fn load_all(rt: &ResourceType) -> AuthzResult<Vec<String>> {
             l.missing.clear();
         });
     }
-    Ok(with_level(rt, |l| l.rows.iter().map(|r| r.id.clone()).collect()))
+    Ok(with_level(rt, |l| l.live().map(|r| r.id.clone()).collect()))
 }
 
 /// The rows flagged public (their own flag).
@@ -391,6 +529,7 @@ pub fn load_public(rt: &ResourceType) -> AuthzResult<Vec<String>> {
     if rt.public_column.is_none() {
         return Ok(Vec::new());
     }
+    note(rt, KeyKind::Public, &[String::new()]);
     if !with_level(rt, |l| l.public || l.all) {
         let rows = read(rt, Select::Public)?;
         with_level(rt, |l| {
@@ -400,7 +539,7 @@ pub fn load_public(rt: &ResourceType) -> AuthzResult<Vec<String>> {
             l.public = true;
         });
     }
-    Ok(with_level(rt, |l| l.rows.iter().filter(|r| r.public).map(|r| r.id.clone()).collect()))
+    Ok(with_level(rt, |l| l.live().filter(|r| r.public).map(|r| r.id.clone()).collect()))
 }
 
 /// The rows whose owner column names `user`.
@@ -408,6 +547,7 @@ pub fn load_owned(rt: &ResourceType, user: &str) -> AuthzResult<Vec<String>> {
     if rt.owner_column.is_none() {
         return Ok(Vec::new());
     }
+    note(rt, KeyKind::Owner, &[user.to_string()]);
     if !with_level(rt, |l| l.all || l.owned_by.contains(user)) {
         let rows = read(rt, Select::OwnedBy(user))?;
         with_level(rt, |l| {
@@ -417,7 +557,7 @@ pub fn load_owned(rt: &ResourceType, user: &str) -> AuthzResult<Vec<String>> {
             l.owned_by.insert(user.to_string());
         });
     }
-    Ok(with_level(rt, |l| l.rows.iter().filter(|r| r.owner.as_deref() == Some(user)).map(|r| r.id.clone()).collect()))
+    Ok(with_level(rt, |l| l.live().filter(|r| r.owner.as_deref() == Some(user)).map(|r| r.id.clone()).collect()))
 }
 
 /// The ids of the chain's first type under the given ids of `chain[level]` (themselves, at level 0).
@@ -479,7 +619,7 @@ pub fn with_chain<T>(chain: &[Rc<ResourceType>], f: impl FnOnce(&[&Level]) -> T)
 /// (pg_class.reltuples), else — for a table never analyzed — counted once per data generation.
 pub fn type_size(rt: &ResourceType) -> AuthzResult<usize> {
     let Some(table) = rt.table else { return Ok(0) };
-    if let Some(n) = with_level(rt, |l| if l.all { Some(l.rows.len()) } else { l.count }) {
+    if let Some(n) = with_level(rt, |l| if l.all { Some(l.index.len()) } else { l.count }) {
         return Ok(n);
     }
     // SAFETY: a syscache lookup by oid; only the fixed part of the pg_class tuple is read and the

@@ -139,13 +139,20 @@ impl Permitted {
 
 type SetKey = (Option<String>, bool, u64, String, String);
 
+/// A cached set: the data stamp and grants fingerprint it was computed under, what it read.
+type CachedSet = (u64, u64, Rc<lineage::Reads>, Rc<Permitted>);
+
 const MAX_CACHED: usize = 4096;
 
 thread_local! {
-    static GRANTS: RefCell<GenMap<(Option<String>, bool, u64), Rc<Vec<Grant>>>> = RefCell::new(GenMap::with_capacity(MAX_CACHED, Dep::PolicyAndGrants));
-    /// Sets with the data stamp of their type chain's tables (a new row in one resource table
-    /// re-resolves only the sets over that table).
-    static SETS: RefCell<GenMap<SetKey, (u64, Rc<Permitted>)>> = RefCell::new(GenMap::with_capacity(MAX_CACHED, Dep::PolicyAndGrants));
+    /// Grants with a fingerprint of what sets depend on (each role and its scope).
+    static GRANTS: RefCell<GenMap<(Option<String>, bool, u64), (Rc<Vec<Grant>>, u64)>> = RefCell::new(GenMap::with_capacity(MAX_CACHED, Dep::PolicyAndGrants));
+    /// Sets with the data stamp of their type chain's tables and the fingerprint of the grants
+    /// they were computed from: a new row in one resource table re-resolves only the sets over that
+    /// table, and a grant to someone else costs a reader one grants query, not its sets.
+    /// And what each read of the resource tables, by change key (src/pg/changes.rs): a new session
+    /// under a project the set never read leaves it alone.
+    static SETS: RefCell<GenMap<SetKey, CachedSet>> = RefCell::new(GenMap::with_capacity(MAX_CACHED, Dep::Policy));
 }
 
 /// What an identity's token claims through the mappings (authz.map_claim()): roles held unscoped,
@@ -208,6 +215,10 @@ pub fn claimed(model: &Model, identity: &Identity) -> Claimed {
 /// token claims (through the claim mappings), inherited roles, and the pseudo-roles `anonymous`
 /// (everyone) and `authenticated` (any verified identity).
 pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>> {
+    Ok(grants_with_fingerprint(model, identity)?.0)
+}
+
+fn grants_with_fingerprint(model: &Model, identity: &Identity) -> AuthzResult<(Rc<Vec<Grant>>, u64)> {
     let claims = claimed(model, identity);
     let key = (identity.user_id.clone(), identity.authenticated(), claims.fingerprint());
     if let Some(g) = GRANTS.with(|c| c.borrow_mut().get(&key)) {
@@ -289,7 +300,17 @@ pub fn grants(model: &Model, identity: &Identity) -> AuthzResult<Rc<Vec<Grant>>>
             out.push(Grant { role: effective, scope: scope.clone(), via: via.clone(), role_path: path });
         }
     }
-    let out = Rc::new(out);
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut held: Vec<(&str, Option<&(String, String)>)> =
+            out.iter().map(|g| (g.role.as_str(), g.scope.as_ref())).collect();
+        held.sort_unstable();
+        held.dedup();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        held.hash(&mut h);
+        h.finish()
+    };
+    let out = (Rc::new(out), fingerprint);
     GRANTS.with(|c| c.borrow_mut().insert(generation, key, out.clone()));
     Ok(out)
 }
@@ -390,6 +411,12 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
     }
     // The ids a decision can differ on: those an allow can reach (or, for a complement, a deny).
     let wanted = !complement;
+    if complement {
+        // "Every id but these" changes with every row of the type (its enumeration, for a call
+        // site that needs one, must see new ids): any change to the table re-resolves it, which for
+        // a complement is cheap (only the denies are read).
+        lineage::note_whole(&chain[0]);
+    }
     // Seeds per level of the chain: ids named exactly (scopes, exact patterns: probed in one query
     // per level) and ids already loaded (pattern matches, owned and public rows). Their subtrees
     // are read one level at a time, all seeds of a level together.
@@ -542,15 +569,17 @@ pub fn permitted_for(identity: &Identity, resource_type: &str, action: &str) -> 
         action.to_string(),
     );
     let stamp = cache::data_stamp(model.type_chain(resource_type)?.iter().filter_map(|t| t.table));
-    if let Some((at, p)) = SETS.with(|c| c.borrow_mut().get(&key)) {
-        if at == stamp {
+    let (_, held) = grants_with_fingerprint(&model, identity)?;
+    if let Some((at, held_then, reads, p)) = SETS.with(|c| c.borrow_mut().get(&key)) {
+        if at == stamp && held_then == held && reads.still_current() {
             return Ok(p);
         }
     }
     let generation = SETS.with(|c| c.borrow().current_generation());
     lineage::trim();
-    let p = Rc::new(compute(&model, identity, resource_type, action)?);
-    SETS.with(|c| c.borrow_mut().insert(generation, key, (stamp, p.clone())));
+    let (p, reads) = lineage::recording(|| compute(&model, identity, resource_type, action));
+    let p = Rc::new(p?);
+    SETS.with(|c| c.borrow_mut().insert(generation, key, (stamp, held, Rc::new(reads), p.clone())));
     Ok(p)
 }
 
@@ -1009,9 +1038,11 @@ fn flush_caches(sets_only: default!(bool, "false")) {
 
 /// Approximate bytes held by the cached permission sets and grants (ids, their lookup structures).
 pub fn cached_set_bytes() -> usize {
-    let sets =
-        SETS.with(|c| c.borrow_mut().sum_by(|_, (_, p)| 256 + p.ids.iter().map(|i| 48 + 2 * i.len()).sum::<usize>()));
-    let grants = GRANTS.with(|c| c.borrow_mut().sum_by(|_, g| 64 + g.len() * 160));
+    let sets = SETS.with(|c| {
+        c.borrow_mut()
+            .sum_by(|_, (_, _, reads, p)| 256 + reads.bytes() + p.ids.iter().map(|i| 48 + 2 * i.len()).sum::<usize>())
+    });
+    let grants = GRANTS.with(|c| c.borrow_mut().sum_by(|_, (g, _)| 64 + g.len() * 160));
     sets + grants
 }
 
