@@ -181,3 +181,32 @@ fn all_but_a_few_gets_the_hand_written_form_and_stays_exact() {
     let again = Some(sessions(&mut app));
     assert_eq!(again, Some(vec![3, 4, 5, 6, 7]));
 }
+
+/// Row changes are announced by what they touched: an UPDATE of a column authorization never
+/// reads announces nothing (no backend's caches move), and a statement touching more rows than are
+/// worth naming one by one announces the whole table — both stay exact for open connections.
+#[test]
+fn unrelated_updates_announce_nothing_and_bulk_changes_announce_the_table() {
+    let c = setup();
+    let mut su = c.superuser();
+    su.batch_execute("ALTER TABLE sessions ADD COLUMN note text").unwrap();
+    let (mut alice, prepared) = connect(&c, "alice");
+    let generation = |client: &mut Client| -> i64 {
+        client.query_one("SELECT (authz.cache_stats()->>'generation')::bigint", &[]).unwrap().get(0)
+    };
+    let before = view(&mut alice, &prepared);
+    let g0 = generation(&mut alice);
+    su.batch_execute("UPDATE sessions SET note = 'checked'").unwrap();
+    assert_eq!(view(&mut alice, &prepared), before);
+    assert_eq!(generation(&mut alice), g0, "an update of an unread column moved the caches");
+    // 200 new sessions under project 1 in one statement: past the per-statement key limit.
+    su.batch_execute(
+        "INSERT INTO sessions SELECT g, 1 FROM generate_series(100, 299) g;
+         INSERT INTO images SELECT 1000 + g, g FROM generate_series(100, 299) g;",
+    )
+    .unwrap();
+    let after = view(&mut alice, &prepared);
+    let (mut fresh, fresh_prepared) = connect(&c, "alice");
+    assert_eq!(after, view(&mut fresh, &fresh_prepared));
+    assert_eq!(after.0 .1, before.0 .1 + 200, "{after:?}");
+}

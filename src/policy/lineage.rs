@@ -8,7 +8,9 @@
 //! changes (its data generation, src/pg/cache.rs). Every read runs as the table's owner.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap;
 use std::rc::Rc;
 
 use pgrx::prelude::*;
@@ -101,8 +103,10 @@ pub struct Level {
     table: Option<pg_sys::Oid>,
     rows: Vec<Row>,
     /// Rows by the change key of their id (a key drops the rows it may name).
-    by_key: HashMap<u32, Vec<u32>>,
-    index: HashMap<String, u32>,
+    by_key: FxHashMap<u32, Vec<u32>>,
+    index: FxHashMap<String, u32>,
+    /// Rows by parent id (a parent's children are answered from here once `expanded`).
+    children: FxHashMap<String, Vec<u32>>,
     /// Ids probed and not found.
     missing: HashSet<String>,
     /// Parent ids whose children (rows of this type) are all loaded.
@@ -170,6 +174,9 @@ impl Level {
         }
         let k = self.key(KeyKind::Id, &row.id);
         self.by_key.entry(k).or_default().push(self.rows.len() as u32);
+        if let Some(parent) = &row.parent {
+            self.children.entry(parent.clone()).or_default().push(self.rows.len() as u32);
+        }
         self.bytes += 96
             + 2 * row.id.len()
             + row.parent.as_ref().map_or(0, String::len)
@@ -185,7 +192,7 @@ impl Level {
 const MAX_ROWS_PER_TYPE: usize = 200_000;
 
 thread_local! {
-    static LEVELS: RefCell<HashMap<String, Level>> = RefCell::new(HashMap::new());
+    static LEVELS: RefCell<FxHashMap<String, Level>> = RefCell::new(FxHashMap::default());
 }
 
 /// Approximate bytes held by the cached resource rows of this backend.
@@ -234,9 +241,7 @@ pub fn is_stored(rt: &ResourceType, id: &str) -> AuthzResult<bool> {
 fn with_level<T>(rt: &ResourceType, f: impl FnOnce(&mut Level) -> T) -> T {
     let stamp = cache::data_stamp(rt.table);
     let seq = changes::sequence();
-    LEVELS.with(|l| {
-        let mut levels = l.borrow_mut();
-        let level = levels.entry(rt.name.clone()).or_default();
+    let sync = |level: &mut Level| {
         if level.stamp != stamp || level.table != rt.table {
             *level = Level { stamp, seq, table: rt.table, ..Level::default() };
         } else if level.seq != seq {
@@ -246,7 +251,20 @@ fn with_level<T>(rt: &ResourceType, f: impl FnOnce(&mut Level) -> T) -> T {
             }
             level.seq = seq;
         }
-        f(level)
+    };
+    LEVELS.with(|l| {
+        let mut levels = l.borrow_mut();
+        match levels.get_mut(&rt.name) {
+            Some(level) => {
+                sync(level);
+                f(level)
+            }
+            None => {
+                let level = levels.entry(rt.name.clone()).or_default();
+                sync(level);
+                f(level)
+            }
+        }
     })
 }
 
@@ -501,10 +519,18 @@ pub fn load_children(rt: &ResourceType, parents: &[String]) -> AuthzResult<Vec<S
             l.expanded.extend(wanted);
         });
     }
-    // Children by parent: a scan of this type's loaded rows (bounded by MAX_ROWS_PER_TYPE).
-    let asked: HashSet<&str> = parents.iter().map(String::as_str).collect();
     Ok(with_level(rt, |l| {
-        l.live().filter(|r| r.parent.as_deref().is_some_and(|p| asked.contains(p))).map(|r| r.id.clone()).collect()
+        let mut out = Vec::new();
+        for p in parents {
+            for &i in l.children.get(p).into_iter().flatten() {
+                if let Some(r) = l.rows.get(i as usize) {
+                    if l.index.get(&r.id) == Some(&i) {
+                        out.push(r.id.clone());
+                    }
+                }
+            }
+        }
+        out
     }))
 }
 

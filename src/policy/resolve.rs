@@ -318,7 +318,7 @@ fn grants_with_fingerprint(model: &Model, identity: &Identity) -> AuthzResult<(R
 /// Ids in a stable order: numeric when every id is an integer, else by text.
 fn sort_ids(ids: &mut [String]) {
     if ids.iter().all(|i| i.parse::<i64>().is_ok()) {
-        ids.sort_by_key(|i| i.parse::<i64>().unwrap_or(0));
+        ids.sort_by_cached_key(|i| i.parse::<i64>().unwrap_or(0));
     } else {
         ids.sort();
     }
@@ -469,6 +469,18 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
     let mut seen = std::collections::HashSet::new();
     universe.retain(|id| seen.insert(id.clone()));
     lineage::load_ancestors(&chain, &universe)?;
+    // Each scoped role's scope ids by level: a caller scoped on 250 projects asks one hash lookup
+    // per level and id, not 250 comparisons.
+    let scope_sets: Vec<(&str, Vec<rustc_hash::FxHashSet<&str>>)> = scoped
+        .iter()
+        .map(|(role, scopes)| {
+            let mut by_level = vec![rustc_hash::FxHashSet::default(); chain.len()];
+            for (level, id) in scopes {
+                by_level[*level].insert(*id);
+            }
+            (*role, by_level)
+        })
+        .collect();
     let mut hits: Vec<i64> = Vec::new();
     let mut ids: Vec<String> = lineage::with_chain(&chain, |levels| {
         let mut out = Vec::new();
@@ -498,8 +510,8 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
             for role in &unscoped {
                 apply(role);
             }
-            for (role, scopes) in &scoped {
-                if scopes.iter().any(|(level, sid)| ancestors[*level].is_some_and(|r| r.id == *sid)) {
+            for (role, scopes) in &scope_sets {
+                if scopes.iter().zip(&ancestors).any(|(ids, a)| a.is_some_and(|r| ids.contains(r.id.as_str()))) {
                     apply(role);
                 }
             }
