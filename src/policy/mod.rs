@@ -4,5 +4,6 @@
 
 pub mod admin;
 pub mod casbin;
+pub mod key_match;
 pub mod model;
 pub mod resolve;
