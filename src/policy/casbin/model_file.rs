@@ -183,6 +183,9 @@ pub fn parse(text: &str) -> AuthzResult<CasbinModel> {
         return Err(AuthzError::invalid("casbin model: incomplete model")
             .detail("A model needs r (request_definition), p (policy_definition), e (policy_effect) and m (matchers)."));
     };
+    if resource_roles && roles.is_none() {
+        return Err(refuse("g2 without g", "Casbin reads g2 only when g is defined (its model loader stops at the first missing gN)."));
+    }
     if !(3..=4).contains(&request.len()) {
         return Err(refuse(
             format!("r = {}", request.join(", ")),
