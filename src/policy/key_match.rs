@@ -430,15 +430,18 @@ pub fn parse_stored_domain(after_prefix: &str) -> Result<(String, &str), String>
     Err("a pattern starting with \"domain(\" needs the closing \")\" of the domain".into())
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
 mod tests {
+    use pgrx::prelude::*;
+
     use super::*;
 
     fn m(f: Function, pattern: &str, id: &str) -> bool {
         FunctionPattern::compile(f, pattern).unwrap().matches(id)
     }
 
-    #[test]
+    #[pg_test]
     fn key_match2_and_3_follow_pycasbin() {
         assert!(m(Function::KeyMatch2, "/foo/:id", "/foo/1"));
         assert!(!m(Function::KeyMatch2, "/foo/:id", "/foo/1/2"));
@@ -453,7 +456,7 @@ mod tests {
         assert!(FunctionPattern::compile(Function::KeyMatch2, "/a/{x}").is_err());
     }
 
-    #[test]
+    #[pg_test]
     fn glob_match_follows_pycasbin() {
         let g = |s: &str, p: &str| glob_match(&s.chars().collect::<Vec<_>>(), &p.chars().collect::<Vec<_>>());
         assert!(g("/foo/bar", "/foo/*"));
@@ -464,7 +467,7 @@ mod tests {
         assert!(g("*", "\\*"));
     }
 
-    #[test]
+    #[pg_test]
     fn key_match_is_a_prefix_glob() {
         assert_eq!(key_match_as_native_glob("/foo/*/bar"), "/foo/*");
         assert_eq!(key_match_as_native_glob("a?c"), "a\\?c");

@@ -77,10 +77,24 @@ fn run(op: &Op) -> Result<(), pgrx::spi::SpiError> {
     }
 }
 
+/// Roles and principals first, then rules, and only then what confers roles (inheritance,
+/// assignments): a role is conferred with the rules it will carry, so a delegate's right to
+/// confer it is judged on everything the import gives it.
+fn rank(op: &Op) -> u8 {
+    match op {
+        Op::Role(_) | Op::Principal(_) => 0,
+        Op::Rule { .. } => 1,
+        Op::Inherit { .. } => 2,
+        Op::Assign { .. } => 3,
+    }
+}
+
 /// Apply every step; an error raised inside a management function is re-raised naming the line,
 /// keeping its SQLSTATE. The import is one statement: nothing is half-imported.
 pub fn apply(steps: &[Step]) {
-    for step in steps {
+    let mut ordered: Vec<&Step> = steps.iter().collect();
+    ordered.sort_by_key(|s| rank(&s.op));
+    for step in ordered {
         pgrx::PgTryBuilder::new(|| {
             if let Err(e) = run(&step.op) {
                 AuthzError::invalid("the operation could not be applied").detail(e.to_string()).raise();

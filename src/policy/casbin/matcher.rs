@@ -285,11 +285,14 @@ pub fn parse(text: &str) -> Result<Vec<Term>, String> {
     conjuncts.iter().map(term).collect()
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
 mod tests {
+    use pgrx::prelude::*;
+
     use super::*;
 
-    #[test]
+    #[pg_test]
     fn documented_matchers_read_as_terms() {
         let t = parse("g(r.sub, p.sub, r.dom) && r.dom == p.dom && keyMatch2(r.obj, p.obj) && (r.act == p.act || p.act == \"*\")").unwrap();
         assert_eq!(t.len(), 4);

@@ -57,9 +57,12 @@ pub fn parse(text: &str) -> AuthzResult<Vec<PolicyLine>> {
     Ok(out)
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
 mod tests {
-    #[test]
+    use pgrx::prelude::*;
+
+    #[pg_test]
     fn fields_split_outside_brackets() {
         let lines = super::parse("# c\np, alice, /a/(x,y), GET\n\ng, alice, admin").unwrap();
         assert_eq!(lines.len(), 2);
