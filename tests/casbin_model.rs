@@ -77,12 +77,8 @@ fn imported_rules_are_native_rules_down_to_row_level_security() {
     assert_eq!(rules, vec!["bob keyMatch2(/other/*) read allow", "reader keyMatch2(/docs/:id) read allow"]);
     // Row-level security: alice sees the pages of /docs/1 and /docs/2 (not /docs/2/draft).
     let mut alice = c.connect("alice");
-    let seen: Vec<String> = alice
-        .query("SELECT DISTINCT doc_id FROM pages ORDER BY 1", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let seen: Vec<String> =
+        alice.query("SELECT DISTINCT doc_id FROM pages ORDER BY 1", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(seen, vec!["/docs/1", "/docs/2"]);
     let mut bob = c.connect("bob");
     let n: i64 = bob.query_one("SELECT count(*) FROM pages WHERE doc_id <> '/other/1'", &[]).unwrap().get(0);
@@ -94,10 +90,8 @@ fn imported_rules_are_native_rules_down_to_row_level_security() {
         code(alice.batch_execute("SELECT authz.require('doc', '/docs/2/draft', 'read')")),
         SqlState::INSUFFICIENT_PRIVILEGE
     );
-    let via: String = su
-        .query_one("SELECT rule FROM authz.explain('alice', 'doc', '/docs/1', 'read') LIMIT 1", &[])
-        .unwrap()
-        .get(0);
+    let via: String =
+        su.query_one("SELECT rule FROM authz.explain('alice', 'doc', '/docs/1', 'read') LIMIT 1", &[]).unwrap().get(0);
     assert!(via.contains("keyMatch2(/docs/:id)"), "{via}");
     assert!(enforce(&mut alice, &["alice", "/docs/1", "read"]).unwrap());
     assert!(!enforce(&mut alice, &["alice", "/docs/1", "write"]).unwrap());
@@ -188,7 +182,8 @@ fn replace_takes_back_what_earlier_imports_created_and_only_that() {
     assert!(enforce(&mut su, &["bob", "data2", "read"]).unwrap());
     // With replace, the file is the whole truth for what imports created: alice's and bob's
     // rules go, the native rule that existed before stays.
-    su.execute("SELECT authz.import_casbin($1, $2, 'obj', replace => true)", &[&"p, carol, data3, read", &acl]).unwrap();
+    su.execute("SELECT authz.import_casbin($1, $2, 'obj', replace => true)", &[&"p, carol, data3, read", &acl])
+        .unwrap();
     assert!(!enforce(&mut su, &["alice", "data1", "read"]).unwrap());
     assert!(!enforce(&mut su, &["bob", "data2", "read"]).unwrap());
     assert!(enforce(&mut su, &["carol", "data3", "read"]).unwrap());
@@ -261,8 +256,5 @@ m = g(r.sub, p.sub, r.dom) && r.dom == p.dom && keyMatch2(r.obj, p.obj) && r.act
         .get(0);
     assert_eq!(allowed, "allow");
     // A domain with the separator in it is refused.
-    assert_eq!(
-        code(import(&mut su, "p, admin, a::b, /x, read", model, "obj")),
-        SqlState::INVALID_PARAMETER_VALUE
-    );
+    assert_eq!(code(import(&mut su, "p, admin, a::b, /x, read", model, "obj")), SqlState::INVALID_PARAMETER_VALUE);
 }

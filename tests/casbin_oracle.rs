@@ -67,14 +67,16 @@ struct Case {
 fn oracle(cases: &[Case]) -> Vec<Vec<bool>> {
     let input: Vec<Value> =
         cases.iter().map(|c| json!({"model": c.model, "policy": c.policy, "requests": c.requests})).collect();
-    let file = target_dir().join(format!("casbin_oracle_{}_{:?}.json", std::process::id(), std::thread::current().id()));
+    let file =
+        target_dir().join(format!("casbin_oracle_{}_{:?}.json", std::process::id(), std::thread::current().id()));
     std::fs::write(&file, serde_json::to_vec(&input).unwrap()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/casbin_oracle.py");
     let out = run_with_timeout(Command::new(python()).arg(&script).arg(&file), Duration::from_secs(600), "PyCasbin");
     let _ = std::fs::remove_file(&file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "PyCasbin failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let decided: Vec<Value> = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    let decided: Vec<Value> =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
     decided
         .iter()
         .zip(cases)
@@ -203,7 +205,11 @@ fn derived(object: &str) -> Vec<String> {
 
 /// The cross product of a policy's subjects, domains, objects and actions. `fields` gives the
 /// positions in a p line (after `p`) of subject, domain, object and action.
-fn cross_product(policy: &str, fields: (usize, Option<usize>, usize, usize), extra_objects: &[&str]) -> Vec<Vec<String>> {
+fn cross_product(
+    policy: &str,
+    fields: (usize, Option<usize>, usize, usize),
+    extra_objects: &[&str],
+) -> Vec<Vec<String>> {
     let (mut subjects, mut domains, mut objects, mut actions) =
         (BTreeSet::new(), BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     for line in policy.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
@@ -413,15 +419,20 @@ impl Rng {
     }
 }
 
-const PATH_REQUESTS: [&str; 16] =
-    ["/a", "/a/", "/a/1", "/a/2", "/a/12", "/a/x", "/a/1/x", "/a/1/y", "/b", "/b/1", "/c/1", "/ab", "*", "x", "/a/1/x/z", "grp0"];
+const PATH_REQUESTS: [&str; 16] = [
+    "/a", "/a/", "/a/1", "/a/2", "/a/12", "/a/x", "/a/1/x", "/a/1/y", "/b", "/b/1", "/c/1", "/ab", "*", "x",
+    "/a/1/x/z", "grp0",
+];
 
 fn random_case(rng: &mut Rng, index: usize) -> Case {
     let domain = rng.chance(30);
     let effect = *[ALLOW, DENY_OVERRIDE, DEFAULT_ALLOW, PRIORITY].get(rng.below(4)).unwrap_or(&ALLOW);
     let priority = effect == PRIORITY;
-    let object_kind =
-        if priority { "eq" } else { rng.pick(&["eq", "eq_any", "keyMatch", "keyMatch2", "keyMatch3", "globMatch", "regexMatch", "g2"]) };
+    let object_kind = if priority {
+        "eq"
+    } else {
+        rng.pick(&["eq", "eq_any", "keyMatch", "keyMatch2", "keyMatch3", "globMatch", "regexMatch", "g2"])
+    };
     // Casbin reads g2 only after g (its model loader stops at the first missing gN).
     let subject_kind = if object_kind == "g2" {
         "roles"
@@ -525,7 +536,11 @@ fn random_case(rng: &mut Rng, index: usize) -> Case {
     }
     if object_kind == "g2" {
         for _ in 0..rng.below(4) {
-            let (member, group) = if rng.chance(25) { ("grp0", "grp1") } else { (rng.pick(&["/a/1", "/a/2", "/b"]), rng.pick(&["grp0", "grp1"])) };
+            let (member, group) = if rng.chance(25) {
+                ("grp0", "grp1")
+            } else {
+                (rng.pick(&["/a/1", "/a/2", "/b"]), rng.pick(&["grp0", "grp1"]))
+            };
             policy.push_str(&format!("g2, {member}, {group}\n"));
         }
     }

@@ -18,7 +18,8 @@ pub enum Function {
 }
 
 impl Function {
-    pub const ALL: [Function; 4] = [Function::KeyMatch2, Function::KeyMatch3, Function::RegexMatch, Function::GlobMatch];
+    pub const ALL: [Function; 4] =
+        [Function::KeyMatch2, Function::KeyMatch3, Function::RegexMatch, Function::GlobMatch];
 
     /// The name Casbin's matchers use, which is also the stored pattern's prefix: `keyMatch2(…)`.
     pub fn name(self) -> &'static str {
@@ -83,12 +84,9 @@ impl FunctionPattern {
             Some(p) => {
                 // re.match(): anchored at the start only.
                 let rust = format!("\\A(?:{})", python_regex_to_rust(&p)?);
-                Some(
-                    regex::RegexBuilder::new(&rust)
-                        .size_limit(1 << 20)
-                        .build()
-                        .map_err(|e| format!("the regular expression {p:?} cannot be evaluated exactly as Python's re does: {e}"))?,
-                )
+                Some(regex::RegexBuilder::new(&rust).size_limit(1 << 20).build().map_err(|e| {
+                    format!("the regular expression {p:?} cannot be evaluated exactly as Python's re does: {e}")
+                })?)
             }
             None => None,
         };
@@ -295,11 +293,10 @@ pub fn glob_match(string: &[char], pattern: &[char]) -> bool {
                 s += 1;
                 continue;
             }
-            '\\' => {
-                if p != pattern.len() {
-                    c = pattern[p];
-                    p += 1;
-                }
+            // An escape takes the next character literally (a trailing `\` is itself).
+            '\\' if p != pattern.len() => {
+                c = pattern[p];
+                p += 1;
             }
             _ => {}
         }

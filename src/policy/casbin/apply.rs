@@ -27,7 +27,8 @@ fn run(op: &Op) -> Result<(), pgrx::spi::SpiError> {
         Op::Assign { principal, role } => {
             let find = "FROM authz.role_assignments a WHERE a.principal OPERATOR(pg_catalog.=) $1
                         AND a.role OPERATOR(pg_catalog.=) $2 AND a.resource_type IS NULL";
-            let existed = exists(&format!("SELECT EXISTS (SELECT {find})"), &[principal.as_str().into(), role.as_str().into()])?;
+            let existed =
+                exists(&format!("SELECT EXISTS (SELECT {find})"), &[principal.as_str().into(), role.as_str().into()])?;
             Spi::run_with_args("SELECT authz.assign_role($1, $2)", &[principal.as_str().into(), role.as_str().into()])?;
             if !existed {
                 Spi::run_with_args(
@@ -43,7 +44,10 @@ fn run(op: &Op) -> Result<(), pgrx::spi::SpiError> {
                    AND i.inherits OPERATOR(pg_catalog.=) $2)",
                 &[role.as_str().into(), inherits.as_str().into()],
             )?;
-            Spi::run_with_args("SELECT authz.add_inheritance($1, $2)", &[role.as_str().into(), inherits.as_str().into()])?;
+            Spi::run_with_args(
+                "SELECT authz.add_inheritance($1, $2)",
+                &[role.as_str().into(), inherits.as_str().into()],
+            )?;
             if !existed {
                 Spi::run_with_args(
                     "INSERT INTO authz.casbin_imported (role, inherits) VALUES ($1, $2)",
@@ -55,7 +59,12 @@ fn run(op: &Op) -> Result<(), pgrx::spi::SpiError> {
         Op::Rule { role, resource_type, pattern, action, allow } => {
             let effect = if *allow { "allow" } else { "deny" };
             let args = || -> Vec<pgrx::datum::DatumWithOid> {
-                vec![role.as_str().into(), resource_type.as_str().into(), pattern.as_str().into(), action.as_str().into()]
+                vec![
+                    role.as_str().into(),
+                    resource_type.as_str().into(),
+                    pattern.as_str().into(),
+                    action.as_str().into(),
+                ]
             };
             let mut with_effect = args();
             with_effect.push(effect.into());
@@ -104,9 +113,15 @@ pub fn apply(steps: &[Step]) {
             let (code, message) = match &cause {
                 pgrx::pg_sys::panic::CaughtError::PostgresError(e)
                 | pgrx::pg_sys::panic::CaughtError::ErrorReport(e)
-                | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: e, .. } => (e.sql_error_code(), e.message().to_string()),
+                | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: e, .. } => {
+                    (e.sql_error_code(), e.message().to_string())
+                }
             };
-            let what = if step.line == 0 { "the model's policy effect".to_string() } else { format!("casbin policy line {}", step.line) };
+            let what = if step.line == 0 {
+                "the model's policy effect".to_string()
+            } else {
+                format!("casbin policy line {}", step.line)
+            };
             AuthzError::new(code, format!("{what} could not be applied"))
                 .detail(format!("{message} (while applying {:?})", step.op))
                 .raise()
@@ -145,6 +160,6 @@ pub fn store_model(model: &str, resource_type: Option<&str>, object_types: Vec<S
              object_types = excluded.object_types, imported_at = pg_catalog.now()",
         &[model.into(), resource_type.into(), object_types.into()],
     )
-    .map_err(|e| AuthzError::from(e))
+    .map_err(AuthzError::from)
     .or_raise();
 }

@@ -86,7 +86,14 @@ fn decide(request: &[String]) -> AuthzResult<bool> {
     }
     let id = qualified(domain, object);
     let decision = resolve::decide(&identity, resource_type, &id, action)?;
-    crate::audit::decision(&identity.actor(), resource_type, action, Some(&id), decision.allowed, Some(&decision.reason));
+    crate::audit::decision(
+        &identity.actor(),
+        resource_type,
+        action,
+        Some(&id),
+        decision.allowed,
+        Some(&decision.reason),
+    );
     Ok(decision.allowed)
 }
 

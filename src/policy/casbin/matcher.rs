@@ -294,7 +294,10 @@ mod tests {
 
     #[pg_test]
     fn documented_matchers_read_as_terms() {
-        let t = parse("g(r.sub, p.sub, r.dom) && r.dom == p.dom && keyMatch2(r.obj, p.obj) && (r.act == p.act || p.act == \"*\")").unwrap();
+        let t = parse(
+            "g(r.sub, p.sub, r.dom) && r.dom == p.dom && keyMatch2(r.obj, p.obj) && (r.act == p.act || p.act == \"*\")",
+        )
+        .unwrap();
         assert_eq!(t.len(), 4);
         assert_eq!(t[3], Term::Equal { r: "act".into(), p: "act".into(), or_any: true });
         assert!(parse("r.sub == p.sub || r.obj == p.obj").is_err());

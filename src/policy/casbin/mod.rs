@@ -71,7 +71,11 @@ fn plan_without_model(lines: &[PolicyLine], text: &str, default_type: Option<&st
         let names: Vec<&String> = match l.key.as_str() {
             "p" => {
                 if !(3..=4).contains(&l.fields.len()) {
-                    return Err(line_error(l.number, &raw(l.number), "a p line is: p, role, resource_type:pattern, action[, allow|deny]"));
+                    return Err(line_error(
+                        l.number,
+                        &raw(l.number),
+                        "a p line is: p, role, resource_type:pattern, action[, allow|deny]",
+                    ));
                 }
                 role_names.insert(l.fields[0].clone());
                 vec![&l.fields[0]]
@@ -102,7 +106,13 @@ fn plan_without_model(lines: &[PolicyLine], text: &str, default_type: Option<&st
                 Some(split) => split,
                 None => match default_type {
                     Some(d) => (d, l.fields[1].as_str()),
-                    None => return Err(line_error(n, &raw(n), "the object must be written resource_type:pattern, e.g. session:*")),
+                    None => {
+                        return Err(line_error(
+                            n,
+                            &raw(n),
+                            "the object must be written resource_type:pattern, e.g. session:*",
+                        ))
+                    }
                 },
             };
             let allow = match l.fields.get(3).map(String::as_str).unwrap_or("allow") {

@@ -121,7 +121,10 @@ fn sections(text: &str) -> AuthzResult<Vec<(String, String, String)>> {
         pending.push_str(line);
         let full = std::mem::take(&mut pending);
         let Some(section) = &section else {
-            return Err(AuthzError::invalid(format!("casbin model line {}: a definition outside any section", number + 1)));
+            return Err(AuthzError::invalid(format!(
+                "casbin model line {}: a definition outside any section",
+                number + 1
+            )));
         };
         let Some((key, value)) = full.split_once('=') else {
             return Err(AuthzError::invalid(format!("casbin model line {}: expected key = value", number + 1))
@@ -180,11 +183,15 @@ pub fn parse(text: &str) -> AuthzResult<CasbinModel> {
     let (Some(request), Some(policy), Some(effect_text), Some(matcher_text)) =
         (request, policy, effect_text, matcher_text)
     else {
-        return Err(AuthzError::invalid("casbin model: incomplete model")
-            .detail("A model needs r (request_definition), p (policy_definition), e (policy_effect) and m (matchers)."));
+        return Err(AuthzError::invalid("casbin model: incomplete model").detail(
+            "A model needs r (request_definition), p (policy_definition), e (policy_effect) and m (matchers).",
+        ));
     };
     if resource_roles && roles.is_none() {
-        return Err(refuse("g2 without g", "Casbin reads g2 only when g is defined (its model loader stops at the first missing gN)."));
+        return Err(refuse(
+            "g2 without g",
+            "Casbin reads g2 only when g is defined (its model loader stops at the first missing gN).",
+        ));
     }
     if !(3..=4).contains(&request.len()) {
         return Err(refuse(
@@ -204,7 +211,10 @@ pub fn parse(text: &str) -> AuthzResult<CasbinModel> {
     let eft = position(&policy, "eft");
     let priority = position(&policy, "priority");
     if priority.is_some() && effect != Effect::Priority {
-        return Err(refuse("a priority field", "p.priority only has a meaning with the effect priority(p.eft) || deny."));
+        return Err(refuse(
+            "a priority field",
+            "p.priority only has a meaning with the effect priority(p.eft) || deny.",
+        ));
     }
     let mut model = CasbinModel {
         request,
@@ -296,16 +306,29 @@ fn compile_matcher(model: &mut CasbinModel, text: &str) -> AuthzResult<()> {
                     }
                     set_once(&mut domain_eq, pi, &shown)?;
                 } else if ri == slots.subject {
-                    set_once(&mut subject, (if *or_any { SubjectMatch::EqualOrAny } else { SubjectMatch::Equal }, pi), &shown)?;
+                    set_once(
+                        &mut subject,
+                        (if *or_any { SubjectMatch::EqualOrAny } else { SubjectMatch::Equal }, pi),
+                        &shown,
+                    )?;
                 } else if ri == slots.object {
-                    set_once(&mut object, (if *or_any { ObjectMatch::EqualOrAny } else { ObjectMatch::Equal }, pi), &shown)?;
+                    set_once(
+                        &mut object,
+                        (if *or_any { ObjectMatch::EqualOrAny } else { ObjectMatch::Equal }, pi),
+                        &shown,
+                    )?;
                 } else {
-                    set_once(&mut action, (if *or_any { ActionMatch::EqualOrAny } else { ActionMatch::Equal }, pi), &shown)?;
+                    set_once(
+                        &mut action,
+                        (if *or_any { ActionMatch::EqualOrAny } else { ActionMatch::Equal }, pi),
+                        &shown,
+                    )?;
                 }
             }
         }
     }
-    let missing = |what: &str| refuse(format!("m = {text}"), format!("the matcher does not compare the request's {what}"));
+    let missing =
+        |what: &str| refuse(format!("m = {text}"), format!("the matcher does not compare the request's {what}"));
     model.subject = subject.ok_or_else(|| missing("subject"))?;
     model.object = object.ok_or_else(|| missing("object"))?;
     model.action = action.ok_or_else(|| missing("action"))?;

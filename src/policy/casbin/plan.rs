@@ -132,14 +132,23 @@ fn read_p_lines<'a>(model: &CasbinModel, lines: &'a [PolicyLine], text: &str) ->
             return Err(line_error(
                 l.number,
                 &raw(l),
-                format!("p = {} has {} fields, the line {}", model.policy.join(", "), model.policy.len(), l.fields.len()),
+                format!(
+                    "p = {} has {} fields, the line {}",
+                    model.policy.join(", "),
+                    model.policy.len(),
+                    l.fields.len()
+                ),
             ));
         }
         let allow = match model.eft.map(|i| l.fields[i].as_str()) {
             None | Some("allow") => true,
             Some("deny") => false,
             Some(other) => {
-                return Err(line_error(l.number, &raw(l), format!("the effect must be allow or deny, not \"{}\"", printable(other, 32))))
+                return Err(line_error(
+                    l.number,
+                    &raw(l),
+                    format!("the effect must be allow or deny, not \"{}\"", printable(other, 32)),
+                ))
             }
         };
         let domain = model.domain.map(|i| l.fields[i].as_str());
@@ -189,11 +198,19 @@ pub fn plan(
             ("g", Some(with_domain)) => {
                 let want = if with_domain { 3 } else { 2 };
                 if l.fields.len() != want {
-                    return Err(line_error(l.number, &raw(l.number), format!("g = {} takes {want} fields", vec!["_"; want].join(", "))));
+                    return Err(line_error(
+                        l.number,
+                        &raw(l.number),
+                        format!("g = {} takes {want} fields", vec!["_"; want].join(", ")),
+                    ));
                 }
                 let domain = l.fields.get(2).map(String::as_str);
                 if domain.is_some_and(|d| d.contains(DOMAIN_SEPARATOR)) {
-                    return Err(line_error(l.number, &raw(l.number), format!("a domain cannot contain \"{DOMAIN_SEPARATOR}\"")));
+                    return Err(line_error(
+                        l.number,
+                        &raw(l.number),
+                        format!("a domain cannot contain \"{DOMAIN_SEPARATOR}\""),
+                    ));
                 }
                 check_reserved(l.number, &l.fields[0])?;
                 check_reserved(l.number, &l.fields[1])?;
@@ -286,14 +303,26 @@ pub fn plan(
             qualified(role_domain(per_domain, p.domain), p.subject)
         };
         if model.action.0 == ActionMatch::Equal && p.action == "*" {
-            return Err(line_error(n, &raw(n), "the action \"*\" means every action in pg_authz, but this matcher compares it literally")
-                .hint("Match actions with (r.act == p.act || p.act == \"*\") to make * a wildcard."));
+            return Err(line_error(
+                n,
+                &raw(n),
+                "the action \"*\" means every action in pg_authz, but this matcher compares it literally",
+            )
+            .hint("Match actions with (r.act == p.act || p.act == \"*\") to make * a wildcard."));
         }
-        let objects = if model.object.0 == ObjectMatch::Group { members_of(p.object) } else { vec![p.object.to_string()] };
+        let objects =
+            if model.object.0 == ObjectMatch::Group { members_of(p.object) } else { vec![p.object.to_string()] };
         for object in objects {
             let Some((resource_type, rest)) = route_object(&object, default_type, known_types) else {
-                return Err(line_error(n, &raw(n), format!("the object \"{}\" has no type: prefix naming a registered resource type", printable(&object, 64)))
-                    .hint("Pass resource_type => '…' for objects without a prefix."));
+                return Err(line_error(
+                    n,
+                    &raw(n),
+                    format!(
+                        "the object \"{}\" has no type: prefix naming a registered resource type",
+                        printable(&object, 64)
+                    ),
+                )
+                .hint("Pass resource_type => '…' for objects without a prefix."));
             };
             plan.object_types.insert(resource_type.to_string());
             let pattern = object_pattern(model.object.0, p.domain, rest).map_err(|why| line_error(n, &raw(n), why))?;
@@ -317,7 +346,13 @@ pub fn plan(
             plan.object_types.insert(t.clone());
             plan.push(
                 0,
-                Op::Rule { role: "anonymous".into(), resource_type: t, pattern: "*".into(), action: "*".into(), allow: true },
+                Op::Rule {
+                    role: "anonymous".into(),
+                    resource_type: t,
+                    pattern: "*".into(),
+                    action: "*".into(),
+                    allow: true,
+                },
             );
         }
     }
@@ -380,21 +415,37 @@ fn decide_priorities(
         }
     }
     if names.len().saturating_mul(pairs.len()) > MAX_DECIDED_RULES {
-        return Err(AuthzError::invalid("casbin priority policy too large to decide at import")
-            .detail(format!("{} subjects × {} (object, action) pairs exceeds {MAX_DECIDED_RULES}.", names.len(), pairs.len())));
+        return Err(AuthzError::invalid("casbin priority policy too large to decide at import").detail(format!(
+            "{} subjects × {} (object, action) pairs exceeds {MAX_DECIDED_RULES}.",
+            names.len(),
+            pairs.len()
+        )));
     }
     for name in names {
         let held = closure(name);
         for (object, action) in &pairs {
             if *action == "*" {
-                return Err(line_error(0, "", "the action \"*\" means every action in pg_authz, but this matcher compares it literally"));
+                return Err(line_error(
+                    0,
+                    "",
+                    "the action \"*\" means every action in pg_authz, but this matcher compares it literally",
+                ));
             }
-            let Some(first) = ordered.iter().find(|p| held.contains(p.subject) && p.object == *object && p.action == *action) else {
+            let Some(first) =
+                ordered.iter().find(|p| held.contains(p.subject) && p.object == *object && p.action == *action)
+            else {
                 continue;
             };
             let n = first.line.number;
             let Some((resource_type, rest)) = route_object(object, default_type, known_types) else {
-                return Err(line_error(n, &raw(n), format!("the object \"{}\" has no type: prefix naming a registered resource type", printable(object, 64))));
+                return Err(line_error(
+                    n,
+                    &raw(n),
+                    format!(
+                        "the object \"{}\" has no type: prefix naming a registered resource type",
+                        printable(object, 64)
+                    ),
+                ));
             };
             plan.object_types.insert(resource_type.to_string());
             plan.push(n, Op::Role(name.to_string()));

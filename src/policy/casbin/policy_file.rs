@@ -50,7 +50,11 @@ pub fn parse(text: &str) -> AuthzResult<Vec<PolicyLine>> {
         }
         let key = fields.remove(0);
         if !["p", "g", "g2"].contains(&key.as_str()) {
-            return Err(line_error(number, raw, format!("lines start with p, g or g2, not \"{}\"", printable(&key, 32))));
+            return Err(line_error(
+                number,
+                raw,
+                format!("lines start with p, g or g2, not \"{}\"", printable(&key, 32)),
+            ));
         }
         out.push(PolicyLine { number, key, fields });
     }
