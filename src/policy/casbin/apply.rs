@@ -122,9 +122,7 @@ pub fn apply(steps: &[Step]) {
             } else {
                 format!("casbin policy line {}", step.line)
             };
-            AuthzError::new(code, format!("{what} could not be applied"))
-                .detail(format!("{message} (while applying {:?})", step.op))
-                .raise()
+            AuthzError::new(code, format!("{what} could not be applied")).detail(message).raise()
         })
         .execute();
     }

@@ -177,7 +177,8 @@ fn import_casbin(
                 .raise();
         }
     }
-    let lines = policy_file::parse(policy).or_raise();
+    let keys: &[&str] = if model.is_some() { &["p", "g", "g2"] } else { &["p", "g"] };
+    let lines = policy_file::parse(policy, keys).or_raise();
     let plan = match model {
         None => plan_without_model(&lines, policy, resource_type).or_raise(),
         Some(text) => {
@@ -204,7 +205,7 @@ mod tests {
     #[pg_test]
     fn casbin_lines_without_a_model_keep_their_meaning() {
         let text = "p, viewer, session:*, read\n# comment\ng, alice, viewer";
-        let lines = policy_file::parse(text).unwrap();
+        let lines = policy_file::parse(text, &["p", "g"]).unwrap();
         let plan = plan_without_model(&lines, text, None).unwrap();
         assert!(plan.steps.iter().any(|s| s.op
             == Op::Rule {
@@ -216,6 +217,6 @@ mod tests {
             }));
         assert!(plan.steps.iter().any(|s| s.op == Op::Assign { principal: "alice".into(), role: "viewer".into() }));
         let bad = "p, viewer, session, read";
-        assert!(plan_without_model(&policy_file::parse(bad).unwrap(), bad, None).is_err());
+        assert!(plan_without_model(&policy_file::parse(bad, &["p", "g"]).unwrap(), bad, None).is_err());
     }
 }
