@@ -235,12 +235,23 @@ fn python_regex_to_rust(pattern: &str) -> Result<String, String> {
 
 /// PyCasbin's glob_match(string, pattern): `*` and `?` never cross `/`, `[…]` (with `!` or `^` to
 /// negate, ranges, `\` escapes) matches one character other than `/`, `\` escapes. A port of the
-/// Python function, on characters.
+/// Python function, on characters, with its recursion memoized (a suffix pair that failed once
+/// fails again), so many stars cost O(id × pattern) instead of exponential time.
 pub fn glob_match(string: &[char], pattern: &[char]) -> bool {
     if pattern.is_empty() {
         return string.is_empty();
     }
-    let (mut p, mut s) = (0usize, 0usize);
+    glob_match_from(string, pattern, 0, 0, &mut std::collections::HashSet::new())
+}
+
+/// glob_match(string[s..], pattern[p..]) for a non-empty pattern suffix.
+fn glob_match_from(
+    string: &[char],
+    pattern: &[char],
+    mut s: usize,
+    mut p: usize,
+    failed: &mut std::collections::HashSet<(usize, usize)>,
+) -> bool {
     loop {
         if p == pattern.len() {
             return s == string.len();
@@ -272,8 +283,11 @@ pub fn glob_match(string: &[char], pattern: &[char]) -> bool {
                     }
                 }
                 while s != string.len() {
-                    if glob_match(&string[s..], &pattern[p..]) {
-                        return true;
+                    if !failed.contains(&(s, p)) {
+                        if glob_match_from(string, pattern, s, p, failed) {
+                            return true;
+                        }
+                        failed.insert((s, p));
                     }
                     if string[s] == '/' {
                         break;
@@ -462,6 +476,8 @@ mod tests {
         assert!(g("/foo/b", "/foo/[a-c]"));
         assert!(!g("/foo/d", "/foo/[a-c]"));
         assert!(g("*", "\\*"));
+        let long: String = "a".repeat(200);
+        assert!(!g(&long, &format!("{}b", "*a".repeat(40))));
     }
 
     #[pg_test]

@@ -199,8 +199,48 @@ fn import_casbin(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use super::{plan::Op, plan_without_model, policy_file};
+    use super::{model_file, plan, plan::Op, plan_without_model, policy_file};
     use pgrx::prelude::*;
+
+    fn rules_of(model: &str, text: &str) -> Vec<(String, String, bool)> {
+        let model = model_file::parse(model).unwrap();
+        let lines = policy_file::parse(text, &["p", "g", "g2"]).unwrap();
+        let plan = plan::plan(&model, &lines, text, Some("obj"), &Default::default()).unwrap();
+        let mut out: Vec<_> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                Op::Rule { role, pattern, allow, .. } => Some((role.clone(), pattern.clone(), *allow)),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[pg_test]
+    fn priority_is_decided_per_subject_and_domains_qualify_roles_and_ids() {
+        let priority = "[request_definition]\nr = sub, obj, act\n[policy_definition]\np = sub, obj, act, eft\n\
+            [role_definition]\ng = _, _\n[policy_effect]\ne = priority(p.eft) || deny\n\
+            [matchers]\nm = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act";
+        // alice's own allow comes first; bob only has the group's deny.
+        let text = "p, alice, data1, read, allow\np, g1, data1, read, deny\ng, alice, g1\ng, bob, g1";
+        assert_eq!(
+            rules_of(priority, text),
+            vec![
+                ("alice".into(), "data1".into(), true),
+                ("bob".into(), "data1".into(), false),
+                ("g1".into(), "data1".into(), false)
+            ]
+        );
+        let domains = "[request_definition]\nr = sub, dom, obj, act\n[policy_definition]\np = sub, dom, obj, act\n\
+            [role_definition]\ng = _, _, _\n[policy_effect]\ne = some(where (p.eft == allow))\n\
+            [matchers]\nm = g(r.sub, p.sub, r.dom) && r.dom == p.dom && r.obj == p.obj && r.act == p.act";
+        assert_eq!(
+            rules_of(domains, "p, admin, t1, data*, read\ng, alice, admin, t1"),
+            vec![("t1::admin".into(), "t1::data\\*".into(), true)]
+        );
+    }
 
     #[pg_test]
     fn casbin_lines_without_a_model_keep_their_meaning() {
