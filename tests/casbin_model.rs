@@ -161,6 +161,14 @@ fn what_cannot_be_mapped_is_refused_by_name_and_nothing_is_imported() {
         SqlState::INVALID_PARAMETER_VALUE
     );
     su.batch_execute("SELECT authz.allow('r', 'obj', '\\keyMatch2(/a', 'read')").unwrap();
+    // Regular expressions that Python and the regex crate would read differently are refused.
+    for pattern in ["regexMatch(a\\z)", "regexMatch((?=a))", "regexMatch(\\1)", "regexMatch(a{)", "keyMatch2(/a/{x})"] {
+        assert_eq!(
+            code(su.execute("SELECT authz.allow('r', 'obj', $1, 'read')", &[&pattern])),
+            SqlState::INVALID_PARAMETER_VALUE,
+            "{pattern}"
+        );
+    }
 }
 
 #[test]

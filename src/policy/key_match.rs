@@ -130,19 +130,7 @@ fn python_regex_to_rust(pattern: &str) -> Result<String, String> {
     let mut i = 0;
     while i < chars.len() {
         match chars[i] {
-            '\\' => {
-                let Some(&next) = chars.get(i + 1) else { return Err("the pattern ends with \\".into()) };
-                if next.is_ascii_digit() {
-                    return Err("back references and octal escapes are not supported".into());
-                }
-                if next == 'Z' {
-                    out.push_str("\\z");
-                } else {
-                    out.push('\\');
-                    out.push(next);
-                }
-                i += 2;
-            }
+            '\\' => i += 1 + escape(&chars[i + 1..], false, &mut out)?,
             '$' => {
                 out.push_str("(?:\\n?\\z)");
                 i += 1;
@@ -179,13 +167,10 @@ fn python_regex_to_rust(pattern: &str) -> Result<String, String> {
                             break;
                         }
                         '\\' => {
-                            let Some(&next) = chars.get(i + 1) else { return Err("the pattern ends with \\".into()) };
-                            if next.is_ascii_digit() {
-                                return Err("octal escapes are not supported".into());
+                            if i + 1 == chars.len() {
+                                return Err("the pattern ends with \\".into());
                             }
-                            out.push('\\');
-                            out.push(next);
-                            i += 2;
+                            i += 1 + escape(&chars[i + 1..], true, &mut out)?;
                         }
                         '-' if chars.get(i + 1) == Some(&'-') => {
                             return Err("\"--\" inside a character class is not supported".into());
@@ -231,6 +216,33 @@ fn python_regex_to_rust(pattern: &str) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// One escape (the characters after a `\`), written in the crate's dialect; returns how many
+/// characters it took. Letters are escapes only where both dialects agree on them (Python rejects
+/// unknown letter escapes, the crate knows others): `\Z` is the crate's `\z`, `\xhh` and
+/// `\uhhhh` keep their exact digit counts, and `\b` (a backspace in a Python class) is refused.
+fn escape(after: &[char], in_class: bool, out: &mut String) -> Result<usize, String> {
+    let Some(&c) = after.first() else { return Err("the pattern ends with \\".into()) };
+    let hex = |n: usize| after.len() > n && after[1..=n].iter().all(|h| h.is_ascii_hexdigit());
+    let taken = match c {
+        '0'..='9' => return Err("back references and octal escapes are not supported".into()),
+        'Z' if !in_class => {
+            out.push_str("\\z");
+            return Ok(1);
+        }
+        'd' | 'D' | 's' | 'S' | 'w' | 'W' | 'n' | 't' | 'r' | 'f' | 'v' => 1,
+        'b' | 'B' | 'A' if !in_class => 1,
+        'x' if hex(2) => 3,
+        'u' if hex(4) => 5,
+        c if c.is_ascii_alphanumeric() => {
+            return Err(format!("the escape \\{c} is not supported{}", if in_class { " in a class" } else { "" }))
+        }
+        _ => 1,
+    };
+    out.push('\\');
+    out.extend(&after[..taken]);
+    Ok(taken)
 }
 
 /// PyCasbin's glob_match(string, pattern): `*` and `?` never cross `/`, `[…]` (with `!` or `^` to
@@ -465,6 +477,9 @@ mod tests {
         assert!(!m(Function::RegexMatch, "b", "abc"));
         assert!(FunctionPattern::compile(Function::RegexMatch, "(?=x)").is_err());
         assert!(FunctionPattern::compile(Function::KeyMatch2, "/a/{x}").is_err());
+        assert!(FunctionPattern::compile(Function::RegexMatch, "a\\z").is_err());
+        assert!(m(Function::RegexMatch, "a\\d\\Z", "a1"));
+        assert!(m(Function::RegexMatch, "[\\x41-\\x43]", "B"));
     }
 
     #[pg_test]
