@@ -574,7 +574,7 @@ fn random_case(rng: &mut Rng, index: usize) -> Case {
 #[test]
 fn random_models_and_policies_agree_with_pycasbin() {
     let seed: u64 = std::env::var("CASBIN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_cab1);
-    let count: usize = std::env::var("CASBIN_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(80);
+    let count: usize = std::env::var("CASBIN_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
     let mut rng = Rng(seed);
     let cases: Vec<Case> = (0..count).map(|i| random_case(&mut rng, i)).collect();
     let (_c, mut su) = cluster();
