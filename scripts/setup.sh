@@ -28,4 +28,17 @@ if ! grep -qs "pg15 = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
     echo "setup: cargo pgrx init --pg15 $PG_CONFIG"
     cargo pgrx init --pg15 "$PG_CONFIG"
 fi
+
+# PyCasbin, the oracle of the Casbin tests (tests/casbin_oracle.rs), in the tests' Python
+# environment target/pyenv (tests/python_client.rs adds psycopg there), under the same lock.
+TARGET="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}"
+PYCASBIN="casbin==1.43.0"
+if ! "$TARGET/pyenv/bin/python" -c 'import casbin' 2>/dev/null; then
+    echo "setup: installing $PYCASBIN into $TARGET/pyenv"
+    mkdir -p "$TARGET"
+    flock -w 600 "$TARGET/pyenv.lock" sh -c "
+        set -e
+        [ -x '$TARGET/pyenv/bin/python' ] || python3 -m venv '$TARGET/pyenv'
+        '$TARGET/pyenv/bin/python' -m pip install --quiet --disable-pip-version-check --no-input '$PYCASBIN'"
+fi
 echo "setup: done"

@@ -58,7 +58,7 @@ DO $$
 DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['principals', 'memberships', 'roles', 'role_inheritance', 'resource_types',
-                             'role_assignments', 'rules', 'keys', 'protected', 'claim_mappings'] LOOP
+                             'role_assignments', 'rules', 'keys', 'protected', 'claim_mappings', 'casbin_model'] LOOP
         EXECUTE format('CREATE TRIGGER authz_audit AFTER INSERT OR UPDATE OR DELETE ON authz.%I
                         FOR EACH ROW EXECUTE FUNCTION authz._audit_change()', t);
     END LOOP;
@@ -419,24 +419,6 @@ BEGIN
 END
 $$;
 
--- Casbin 'g' line: role inheritance when the first name is a role (an existing one, or one the
--- imported policy uses as a role anywhere), else a role assignment to a principal.
-CREATE FUNCTION authz._casbin_group(member text, role text, member_is_role boolean)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM authz._ensure_role(role);
-    IF member_is_role OR EXISTS (SELECT FROM authz.roles r WHERE r.name = member) THEN
-        PERFORM authz._ensure_role(member);
-        PERFORM authz.add_inheritance(member, role);
-    ELSE
-        IF NOT EXISTS (SELECT FROM authz.principals p WHERE p.id = member) THEN
-            PERFORM authz.create_principal(member);
-        END IF;
-        PERFORM authz.assign_role(member, role);
-    END IF;
-END
-$$;
-
 -- ---------------------------------------------------------------------------------------------
 -- Resource types
 -- ---------------------------------------------------------------------------------------------
@@ -550,7 +532,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION authz._audit_change(), authz._require_principal(text, text), authz._require_role(text),
-    authz._require_scope(text, text), authz._require_column(regclass, name, text), authz._casbin_group(text, text, boolean),
+    authz._require_scope(text, text), authz._require_column(regclass, name, text),
     authz._ensure_role(text), authz._add_rule(text, text, text, text, text) FROM PUBLIC;
 
 -- The delegation checks describe what other principals hold: only the API (running as the

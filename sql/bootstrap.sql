@@ -105,6 +105,30 @@ CREATE TABLE authz.claim_mappings (
     UNIQUE NULLS NOT DISTINCT (claim, kind, prefix, issuer)
 );
 
+-- The Casbin model authz.enforce() answers with (authz.import_casbin(policy, model, …)): one at a
+-- time, with the resource type of objects without a type: prefix and the types the file named.
+CREATE TABLE authz.casbin_model (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    model         text NOT NULL,
+    resource_type text REFERENCES authz.resource_types (name) ON DELETE CASCADE,
+    object_types  text[] NOT NULL DEFAULT '{}',
+    imported_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- What Casbin imports created (and nothing that existed before them), so that an import with
+-- replace => true can take it back. Rows go with what they record.
+CREATE TABLE authz.casbin_imported (
+    rule_id       bigint REFERENCES authz.rules (id) ON DELETE CASCADE,
+    assignment_id bigint REFERENCES authz.role_assignments (id) ON DELETE CASCADE,
+    role          text,
+    inherits      text,
+    FOREIGN KEY (role, inherits) REFERENCES authz.role_inheritance (role, inherits) ON DELETE CASCADE,
+    CHECK (pg_catalog.num_nonnulls(rule_id, assignment_id, inherits) = 1 AND (role IS NULL) = (inherits IS NULL))
+);
+CREATE INDEX ON authz.casbin_imported (rule_id);
+CREATE INDEX ON authz.casbin_imported (assignment_id);
+CREATE INDEX ON authz.casbin_imported (role, inherits);
+
 CREATE TABLE authz.audit_changes (
     id           bigserial PRIMARY KEY,
     changed_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -123,7 +147,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA authz FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA authz FROM PUBLIC;
 GRANT SELECT ON authz.principals, authz.memberships, authz.roles, authz.role_inheritance,
     authz.resource_types, authz.role_assignments, authz.rules, authz.protected,
-    authz.audit_changes, authz.claim_mappings TO authz_admin;
+    authz.audit_changes, authz.claim_mappings, authz.casbin_model, authz.casbin_imported TO authz_admin;
 GRANT SELECT (kid, alg, key_format, issuer, audience, created_at) ON authz.keys TO authz_admin;
 
 -- Policy data is configuration: pg_dump of a database keeps it.
@@ -138,6 +162,8 @@ SELECT pg_catalog.pg_extension_config_dump('authz.keys', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.protected', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.audit_changes', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.claim_mappings', '');
+SELECT pg_catalog.pg_extension_config_dump('authz.casbin_model', '');
+SELECT pg_catalog.pg_extension_config_dump('authz.casbin_imported', '');
 -- ...and so is where their sequences stand: a restored install must not hand out ids again.
 SELECT pg_catalog.pg_extension_config_dump('authz.role_assignments_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('authz.rules_id_seq', '');

@@ -661,3 +661,56 @@ SELECT authz.protect(p.tbl, p.id_column, p.resource_type, p.owner_column, p.soft
 FROM authz.protected p
 WHERE NOT EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid AND c.relispartition
                   JOIN authz.protected q ON q.tbl = i.inhparent WHERE i.inhrelid = p.tbl);
+
+-- Casbin as written (#17): the model enforce() answers with, and what imports created.
+CREATE TABLE authz.casbin_model (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    model         text NOT NULL,
+    resource_type text REFERENCES authz.resource_types (name) ON DELETE CASCADE,
+    object_types  text[] NOT NULL DEFAULT '{}',
+    imported_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE authz.casbin_imported (
+    rule_id       bigint REFERENCES authz.rules (id) ON DELETE CASCADE,
+    assignment_id bigint REFERENCES authz.role_assignments (id) ON DELETE CASCADE,
+    role          text,
+    inherits      text,
+    FOREIGN KEY (role, inherits) REFERENCES authz.role_inheritance (role, inherits) ON DELETE CASCADE,
+    CHECK (pg_catalog.num_nonnulls(rule_id, assignment_id, inherits) = 1 AND (role IS NULL) = (inherits IS NULL))
+);
+CREATE INDEX ON authz.casbin_imported (rule_id);
+CREATE INDEX ON authz.casbin_imported (assignment_id);
+CREATE INDEX ON authz.casbin_imported (role, inherits);
+REVOKE ALL ON authz.casbin_model, authz.casbin_imported FROM PUBLIC;
+GRANT SELECT ON authz.casbin_model, authz.casbin_imported TO authz_admin;
+SELECT pg_catalog.pg_extension_config_dump('authz.casbin_model', '');
+SELECT pg_catalog.pg_extension_config_dump('authz.casbin_imported', '');
+CREATE TRIGGER authz_audit AFTER INSERT OR UPDATE OR DELETE ON authz.casbin_model
+    FOR EACH ROW EXECUTE FUNCTION authz._audit_change();
+
+-- Patterns starting with keyMatch2(, keyMatch3(, globMatch(, regexMatch( or domain( are now
+-- Casbin patterns; in 0.2.0 they were literal ids, and stay so with their first character escaped.
+UPDATE authz.rules r SET pattern = '\' OPERATOR(pg_catalog.||) r.pattern
+WHERE r.pattern OPERATOR(pg_catalog.~) '^(keyMatch2|keyMatch3|globMatch|regexMatch|domain)\(';
+
+-- import_casbin(policy) gains the model, the default resource type and replace; g lines are
+-- planned in Rust now.
+DROP FUNCTION authz.import_casbin(text);
+CREATE FUNCTION authz."import_casbin"(
+	"policy" TEXT, /* Option < & str > */
+	"model" TEXT DEFAULT NULL, /* Option < & str > */
+	"resource_type" TEXT DEFAULT NULL, /* Option < & str > */
+	"replace" bool DEFAULT false /* Option < bool > */
+) RETURNS INT /* i32 */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'import_casbin_wrapper';
+DROP FUNCTION authz._casbin_group(text, text, boolean);
+
+CREATE FUNCTION authz."enforce"(
+	"request" VARIADIC TEXT[] /* VariadicArray < '_, String > */
+) RETURNS bool /* bool */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'enforce_wrapper';

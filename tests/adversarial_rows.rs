@@ -408,7 +408,6 @@ fn policy_tables_and_admin_api_are_closed() {
         "SELECT authz._require_manage('principals')",
         "SELECT authz._add_rule('viewer', 'session', '*', 'write', 'allow')",
         "SELECT authz._ensure_role('god')",
-        "SELECT authz._casbin_group('eve', 'editor', false)",
     ] {
         assert_eq!(code(eve.batch_execute(sql)), SqlState::INSUFFICIENT_PRIVILEGE, "{sql}");
     }

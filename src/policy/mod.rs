@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod casbin;
+pub mod key_match;
 pub mod lineage;
 pub mod model;
 pub mod resolve;

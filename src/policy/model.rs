@@ -12,8 +12,16 @@ use crate::pg::cache::{self, Generational};
 use crate::pg::db;
 use crate::pg::errors::{AuthzError, AuthzResult};
 use crate::pg::privileged::{self, Rights};
+use crate::policy::key_match;
 
-/// A rule's id pattern: exact, `*`, or a glob with `*` and `?` (`\` escapes either).
+/// A rule's id pattern: exact, `*`, or a glob with `*` and `?` (`\` escapes either); or, as
+/// imported from Casbin, one of Casbin's functions (`keyMatch2(/users/:id)`, `keyMatch3(…)`,
+/// `globMatch(…)`, `regexMatch(…)`) with PyCasbin's exact semantics, possibly restricted to one
+/// Casbin domain (`domain(tenant1)inner`: ids `tenant1::…` whose rest matches `inner`). Those
+/// prefixes are reserved: a literal id that starts like one escapes its first character.
+///
+/// Casbin patterns are carried as the sole token of a `Glob` (`GlobToken::Casbin`): the resolver
+/// scans ids and calls `matches()` for every `Glob`, which is exactly what they need.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pattern {
     Any,
@@ -26,6 +34,23 @@ pub enum GlobToken {
     Char(char),
     AnyOne,
     AnyRun,
+    /// A whole Casbin pattern; only ever the sole token of a `Pattern::Glob`.
+    Casbin(Box<CasbinPattern>),
+}
+
+/// A pattern imported from Casbin.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CasbinPattern {
+    /// keyMatch2, keyMatch3, globMatch or regexMatch on the whole id.
+    Function(key_match::FunctionPattern),
+    /// Ids `domain::rest` whose `rest` matches the inner pattern.
+    InDomain(String, Pattern),
+}
+
+impl CasbinPattern {
+    fn into_pattern(self) -> Pattern {
+        Pattern::Glob(vec![GlobToken::Casbin(Box::new(self))])
+    }
 }
 
 impl Pattern {
@@ -36,6 +61,23 @@ impl Pattern {
         }
         if text == "*" {
             return Ok(Pattern::Any);
+        }
+        let reserved = |why: String| {
+            AuthzError::invalid(format!("malformed pattern \"{}\"", crate::pg::text::printable(text, 64)))
+                .detail(why)
+                .hint("keyMatch2(, keyMatch3(, globMatch(, regexMatch( and domain( start Casbin patterns; escape the first character (\\k…) for a literal id.")
+        };
+        if let Some(rest) = text.strip_prefix(key_match::DOMAIN_PREFIX) {
+            let (domain, inner) = key_match::parse_stored_domain(rest).map_err(reserved)?;
+            if inner.starts_with(key_match::DOMAIN_PREFIX) {
+                return Err(reserved("a domain pattern cannot hold another domain pattern".into()));
+            }
+            return Ok(CasbinPattern::InDomain(domain, Pattern::parse(inner)?).into_pattern());
+        }
+        if let Some((function, argument)) = key_match::Function::parse_stored(text).map_err(reserved)? {
+            return key_match::FunctionPattern::compile(function, argument)
+                .map(|f| CasbinPattern::Function(f).into_pattern())
+                .map_err(reserved);
         }
         let mut tokens = Vec::new();
         let mut wild = false;
@@ -76,7 +118,16 @@ impl Pattern {
         match self {
             Pattern::Any => true,
             Pattern::Exact(s) => s == id,
-            Pattern::Glob(tokens) => glob_match(tokens, &id.chars().collect::<Vec<_>>()),
+            Pattern::Glob(tokens) => match tokens.as_slice() {
+                [GlobToken::Casbin(c)] => match c.as_ref() {
+                    CasbinPattern::Function(f) => f.matches(id),
+                    CasbinPattern::InDomain(domain, inner) => id
+                        .strip_prefix(domain.as_str())
+                        .and_then(|rest| rest.strip_prefix(key_match::DOMAIN_SEPARATOR))
+                        .is_some_and(|rest| inner.matches(rest)),
+                },
+                _ => glob_match(tokens, &id.chars().collect::<Vec<_>>()),
+            },
         }
     }
 }
