@@ -8,11 +8,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
+
+use support::{backend_cpu_ns, median, ms};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{Client, Cluster};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -27,23 +30,6 @@ struct Mode {
 
 const QUICK: Mode = Mode { name: "quick", images: 1_000_000, runs: 5, tokens_per_alg: 500, pgbench_seconds: 5 };
 const FULL: Mode = Mode { name: "full", images: 1_000_000, runs: 15, tokens_per_alg: 2000, pgbench_seconds: 20 };
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn time_sql(client: &mut Client, sql: &str) -> f64 {
     let start = Instant::now();
@@ -214,16 +200,6 @@ fn statement(side: Side, user: &User, query: &str, all: bool) -> String {
 /// Per (user, query): median wall-clock ms of each side, and median backend CPU ms of each side.
 type Results = BTreeMap<(String, String), ([f64; 3], [f64; 3])>;
 
-/// Nanoseconds the backend process has spent on a CPU (/proc/PID/schedstat): unlike wall-clock
-/// time it does not include the client, the network round trip, or waiting for a CPU on this
-/// shared machine. A parallel plan's workers are separate processes and not counted.
-fn backend_cpu_ns(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
-
 /// Wall-clock ms and backend CPU ms of one statement.
 fn time_sql_cpu(client: &mut Client, pid: i32, sql: &str) -> (f64, f64) {
     let cpu = backend_cpu_ns(pid);
@@ -267,12 +243,12 @@ fn run_queries(cluster: &Cluster, users: &[User], runs: usize, queries: &[(&str,
                     cpu[i].push(on_cpu);
                 }
             }
-            let m = [median(samples[0].clone()), median(samples[1].clone()), median(samples[2].clone())];
+            let m = [median(&samples[0]), median(&samples[1]), median(&samples[2])];
             eprintln!(
                 "  {:<10} {:<11} limit {:>8.3} ms  common {:>8.3} ms  pg_authz {:>8.3} ms",
                 user.name, qname, m[0], m[1], m[2]
             );
-            let c = [median(cpu[0].clone()), median(cpu[1].clone()), median(cpu[2].clone())];
+            let c = [median(&cpu[0]), median(&cpu[1]), median(&cpu[2])];
             results.insert((user.name.to_string(), qname.to_string()), (m, c));
         }
     }
@@ -470,7 +446,7 @@ fn main() {
             on.push(time_sql(&mut auditor, &stmt_on));
         }
     }
-    let (audit_on, audit_off) = (median(on), median(off));
+    let (audit_on, audit_off) = (median(&on), median(&off));
 
     // Resolution: cached, uncached (sets and grants flushed), cold (model, keys and cached resource rows too).
     // Measured from the client as the median difference between a statement that flushes and
@@ -501,7 +477,7 @@ fn main() {
                 b.push(ms(t0.elapsed()) * 1000.0);
             }
             tx.commit().unwrap();
-            row.push((median(a) - median(b)).max(0.0));
+            row.push((median(&a) - median(&b)).max(0.0));
         }
         resolution.push((user.name, user.ids.len(), row));
     }
@@ -553,7 +529,7 @@ fn main() {
             pg.push(verifying - statement);
             row_cost.push(statement);
         }
-        verification.push((format!("{:?}", k.alg), median(rust), median(pg), median(row_cost)));
+        verification.push((format!("{:?}", k.alg), median(&rust), median(&pg), median(&row_cost)));
     }
     let mut tx = app.transaction().unwrap();
     tx.execute("SELECT set_config('authz.token', $1, true)", &[users[0].token.as_ref().unwrap()]).unwrap();
@@ -569,7 +545,7 @@ fn main() {
         current_setting.push(ms(t0.elapsed()) * 10.0);
     }
     tx.commit().unwrap();
-    let (user_id_ns, setting_ns) = (median(cached_user_id), median(current_setting));
+    let (user_id_ns, setting_ns) = (median(&cached_user_id), median(&current_setting));
 
     // Memory: one backend verifies 10,000 distinct tokens.
     eprintln!("cache memory…");

@@ -12,6 +12,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
+
+use support::{backend_cpu_ns, median, ms};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -72,33 +75,6 @@ const MEMORY_MAX_BYTES: f64 = 20.0 * 1024.0 * 1024.0;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-fn median(v: &[f64]) -> f64 {
-    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Nanoseconds the backend process has spent on a CPU (/proc/PID/schedstat), as in the main
-/// bench: excludes the client, the round trips and waiting for one of the shared cores.
-fn backend_cpu_ns(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
 
 /// Resident set size of a process in kB (/proc/PID/status VmRSS).
 fn rss_kb(pid: i32) -> i64 {
@@ -420,6 +396,9 @@ struct SizeResult {
     churn: BTreeMap<String, Vec<Phase>>,
     /// caller → count plan on the pg_authz side, on the limit side.
     plans: Vec<(String, String, String)>,
+    /// caller → median backend CPU µs of `BEGIN; SET LOCAL authz.token = …; COMMIT` minus
+    /// `BEGIN; COMMIT` (what carrying the identity costs, apart from the statement).
+    set_token_us: BTreeMap<String, f64>,
     notes: Vec<String>,
 }
 
@@ -532,6 +511,21 @@ fn warm(cluster: &Cluster, callers: &[Caller], mode: &Mode, res: &mut SizeResult
                 w[1] / w[0]
             );
             res.warm.insert((c.name.to_string(), qname.to_string()), (w, u));
+        }
+        if let Some(t) = &c.token {
+            // What carrying the token costs by itself (the limit side sends no identity).
+            let with_set = format!("BEGIN; SET LOCAL authz.token = '{t}'; COMMIT");
+            let (mut set, mut bare) = (Vec::new(), Vec::new());
+            for run in 0..mode.point_runs {
+                for k in 0..2 {
+                    let (sql, out) =
+                        if (run + k) % 2 == 0 { (with_set.as_str(), &mut set) } else { ("BEGIN; COMMIT", &mut bare) };
+                    let before = backend_cpu_ns(pids[1]);
+                    let _ = app.batch_execute(sql);
+                    out.push(backend_cpu_ns(pids[1]).saturating_sub(before) as f64 / 1e3);
+                }
+            }
+            res.set_token_us.insert(c.name.to_string(), median(&set) - median(&bare));
         }
         let rss_after_kb = rss_kb(pids[1]);
         let stats = app
@@ -960,6 +954,23 @@ Cold figures time the first statement on a new connection (not the connection it
         }
     }
 
+    writeln!(
+        md,
+        "\nOf that difference, carrying the identity — the `SET LOCAL authz.token = …` statement the limit side does not send, measured alone as backend CPU of `BEGIN; SET LOCAL …; COMMIT` minus `BEGIN; COMMIT` — costs:\n"
+    )
+    .ok();
+    rep.header(&mut md, &["caller"]);
+    for (name, _) in &rep.caller_names {
+        rep.row(&mut md, &[name.to_string()], |r| {
+            let set = r.set_token_us.get(*name)?;
+            let point = r.warm.get(&(name.to_string(), "point".to_string())).map(|(_, u)| u[1] - u[0]);
+            Some(match point {
+                Some(d) => format!("{set:.0} µs (point query without it: {:+.0} µs)", d - set),
+                None => format!("{set:.0} µs"),
+            })
+        });
+    }
+
     // 3. Planning.
     writeln!(md, "\n### Planning time (target: ≤ {PLAN_MAX_MS} ms overhead)\n").ok();
     writeln!(md, "pg_authz − limit \"Planning Time\" in ms (pg_authz / limit).\n").ok();
@@ -1150,6 +1161,21 @@ Cold figures time the first statement on a new connection (not the connection it
             &mut md,
             "fixed cost per statement ≤ 10 µs backend CPU over the limit (point query)",
             fixed,
+            &|v| format!("{v:+.0} µs"),
+            &|v| v <= CPU_MAX_US,
+        );
+        let statement_only = worst(
+            r.warm
+                .iter()
+                .filter(|((_, q), _)| q == "point")
+                .filter_map(|((c, _), (_, u))| r.set_token_us.get(c).map(|set| (c.clone(), u[1] - u[0] - set)))
+                .collect(),
+            true,
+        );
+        row(
+            &mut md,
+            "… the statement alone (without the `SET LOCAL authz.token` that carries the identity)",
+            statement_only,
             &|v| format!("{v:+.0} µs"),
             &|v| v <= CPU_MAX_US,
         );

@@ -15,44 +15,10 @@ use std::time::Duration;
 /// The PyCasbin release the oracle runs (also what scripts/setup.sh installs).
 const PYCASBIN: &str = "casbin==1.43.0";
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// `target/pyenv` with PyCasbin; created once under the file lock the other Python tests share.
+/// `target/pyenv` with PyCasbin (tests/common/mod.rs); installed once per test process.
 fn python() -> PathBuf {
     static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PY.get_or_init(|| {
-        let target = target_dir();
-        std::fs::create_dir_all(&target).unwrap();
-        let venv = target.join("pyenv");
-        let py = venv.join("bin/python");
-        let script = format!(
-            "set -e
-             if '{py}' -c 'import casbin' 2>/dev/null; then exit 0; fi
-             [ -x '{py}' ] || python3 -m venv '{venv}'
-             '{py}' -m pip install --quiet --disable-pip-version-check '{PYCASBIN}'
-             '{py}' -c 'import casbin'",
-            py = py.display(),
-            venv = venv.display()
-        );
-        let out = run_with_timeout(
-            Command::new("flock").arg("-w").arg("600").arg(target.join("pyenv.lock")).arg("sh").arg("-c").arg(&script),
-            Duration::from_secs(900),
-            "installing PyCasbin into target/pyenv",
-        );
-        assert!(
-            out.status.success(),
-            "cannot set up {} with {PYCASBIN}:\n{}\n{}",
-            venv.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        py
-    })
-    .clone()
+    PY.get_or_init(|| python_with("casbin", PYCASBIN)).clone()
 }
 
 #[derive(Debug, Clone)]

@@ -8,45 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// `target/pyenv` with psycopg 3 installed; created once, under a file lock shared by every
-/// test process (and skipped when psycopg is already importable).
+/// `target/pyenv` with psycopg 3 (tests/common/mod.rs); installed once per test process.
 fn python() -> PathBuf {
     static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PY.get_or_init(|| {
-        let target = target_dir();
-        std::fs::create_dir_all(&target).unwrap();
-        let venv = target.join("pyenv");
-        let py = venv.join("bin/python");
-        let script = format!(
-            "set -e
-             if '{py}' -c 'import psycopg' 2>/dev/null; then exit 0; fi
-             python3 -m venv '{venv}'
-             '{py}' -m pip install --quiet 'psycopg[binary]'
-             '{py}' -c 'import psycopg'",
-            py = py.display(),
-            venv = venv.display()
-        );
-        let out = run_with_timeout(
-            Command::new("flock").arg("-w").arg("600").arg(target.join("pyenv.lock")).arg("sh").arg("-c").arg(&script),
-            Duration::from_secs(900),
-            "creating target/pyenv with psycopg",
-        );
-        assert!(
-            out.status.success(),
-            "cannot set up {} with psycopg[binary] (python3 -m venv + pip install):\n{}\n{}",
-            venv.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        py
-    })
-    .clone()
+    PY.get_or_init(|| python_with("psycopg", "psycopg[binary]")).clone()
 }
 
 fn setup() -> Cluster {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::common::{command_as_pg, pick_free_port, run_with_timeout, Client, NoTls, BIN};
+use crate::common::{as_pg, run_with_timeout, start_postgres, Client, NoTls};
 
 /// Server settings every node's postgresql.conf gets (besides port, socket directory and listen
 /// address, given on the command line with the `extra` settings of `CitusCluster::start`).
@@ -64,11 +64,6 @@ pub fn ensure_citus() {
     }
 }
 
-fn as_pg(bin: &str, args: &[&str]) -> std::process::Output {
-    let path = format!("{BIN}/{bin}");
-    command_as_pg(&path).args(args).output().unwrap_or_else(|e| panic!("cannot run {path}: {e}"))
-}
-
 /// One PostgreSQL server of the cluster.
 pub struct Node {
     pub name: String,
@@ -102,28 +97,9 @@ impl Node {
         node
     }
 
-    /// Start on a free port; another process may take the port between probing and binding, so
-    /// retry on fresh ports.
+    /// Start on a free port (tests/common/mod.rs).
     fn start(&mut self, extra: &[&str]) {
-        let data = self.data_dir();
-        let mut last = String::new();
-        for _ in 0..5 {
-            self.port = pick_free_port();
-            let mut opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.display());
-            for s in extra {
-                opts.push_str(&format!(" -c {s}"));
-            }
-            let log = self.log_path();
-            let out = as_pg(
-                "pg_ctl",
-                &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &opts, "start"],
-            );
-            if out.status.success() {
-                return;
-            }
-            last = format!("{}\n{}", String::from_utf8_lossy(&out.stderr), self.log_contents());
-        }
-        panic!("pg_ctl start ({}) failed: {last}", self.name);
+        self.port = start_postgres(&self.data_dir(), &self.dir, &self.log_path(), extra);
     }
 
     pub fn port(&self) -> u16 {

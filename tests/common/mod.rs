@@ -30,14 +30,33 @@ fn is_postgres_user() -> bool {
 }
 
 /// Run a server binary as the postgres OS user (PostgreSQL refuses to run as root).
-fn as_pg(bin: &str, args: &[&str]) -> Output {
+pub fn as_pg(bin: &str, args: &[&str]) -> Output {
     let path = format!("{BIN}/{bin}");
-    let out = if is_postgres_user() {
-        Command::new(&path).args(args).output()
-    } else {
-        Command::new("sudo").arg("-u").arg("postgres").arg(&path).args(args).output()
-    };
-    out.unwrap_or_else(|e| panic!("cannot run {path}: {e}"))
+    command_as_pg(&path).args(args).output().unwrap_or_else(|e| panic!("cannot run {path}: {e}"))
+}
+
+/// Start a server on `data` with its socket in `socket_dir`, its log at `log`, fsync off and the
+/// given `-c` settings, on a free port (another process may take the port between probing and
+/// binding: retried on fresh ports). Returns the port.
+pub fn start_postgres(data: &Path, socket_dir: &Path, log: &Path, settings: &[&str]) -> u16 {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let mut opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", socket_dir.display());
+        for s in settings {
+            opts.push_str(&format!(" -c {s}"));
+        }
+        let out = as_pg(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &opts, "start"],
+        );
+        if out.status.success() {
+            return port;
+        }
+        last =
+            format!("{}\n{}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(log).unwrap_or_default());
+    }
+    panic!("pg_ctl start of {} failed: {last}", data.display());
 }
 
 fn free_port() -> u16 {
@@ -79,29 +98,9 @@ impl Cluster {
         cluster
     }
 
-    /// Start the server on this cluster's data directory with `-c` settings. Another process may
-    /// grab the port between probing and binding: retry a few times on fresh ports.
+    /// Start the server on this cluster's data directory with `-c` settings.
     fn start_server(&mut self, settings: &[&str]) {
-        let data = self.data_dir();
-        let mut last = String::new();
-        for _ in 0..5 {
-            self.port = free_port();
-            let mut opts =
-                format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
-            for s in settings {
-                opts.push_str(&format!(" -c {s}"));
-            }
-            let log = self.log_path();
-            let out = as_pg(
-                "pg_ctl",
-                &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &opts, "start"],
-            );
-            if out.status.success() {
-                return;
-            }
-            last = format!("{}\n{}", String::from_utf8_lossy(&out.stderr), self.log_contents());
-        }
-        panic!("pg_ctl start failed: {last}");
+        self.port = start_postgres(&self.data_dir(), &self.dir, &self.log_path(), settings);
     }
 
     pub fn dir(&self) -> &Path {
@@ -392,4 +391,43 @@ impl Cluster {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+}
+
+/// Cargo's target directory (CARGO_TARGET_DIR honoured).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// `target/pyenv` with a Python package installed: created once per
+/// test process, under a file lock shared by every test process, and skipped when `module` is
+/// already importable. `requirement` is what pip installs (e.g. `casbin==1.43.0`).
+pub fn python_with(module: &str, requirement: &str) -> PathBuf {
+    let target = target_dir();
+    std::fs::create_dir_all(&target).unwrap();
+    let venv = target.join("pyenv");
+    let py = venv.join("bin/python");
+    let script = format!(
+        "set -e
+         if '{py}' -c 'import {module}' 2>/dev/null; then exit 0; fi
+         [ -x '{py}' ] || python3 -m venv '{venv}'
+         '{py}' -m pip install --quiet --disable-pip-version-check '{requirement}'
+         '{py}' -c 'import {module}'",
+        py = py.display(),
+        venv = venv.display()
+    );
+    let out = run_with_timeout(
+        Command::new("flock").arg("-w").arg("600").arg(target.join("pyenv.lock")).arg("sh").arg("-c").arg(&script),
+        std::time::Duration::from_secs(900),
+        &format!("installing {requirement} into target/pyenv"),
+    );
+    assert!(
+        out.status.success(),
+        "cannot set up {} with {requirement} (python3 -m venv + pip install):\n{}\n{}",
+        venv.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    py
 }
