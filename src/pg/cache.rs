@@ -338,6 +338,8 @@ thread_local! {
     /// The last (relation, local transaction, subtransaction, command) this backend queued an
     /// invalidation for: a statement that changes many rows queues one message, not one per row.
     static LAST_QUEUED: std::cell::Cell<(u32, u32, u32, u32)> = const { std::cell::Cell::new((0, 0, 0, 0)) };
+    /// The last statement (same key) whose writes made sure the policy tables are watched.
+    static WATCH_CHECKED: std::cell::Cell<(u32, u32, u32, u32)> = const { std::cell::Cell::new((0, 0, 0, 0)) };
 }
 
 /// The trigger pg_authz installs on policy and registered resource tables: AFTER each changed row
@@ -370,6 +372,11 @@ fn invalidate_caches<'a>(
         let row_event = (data.tg_event & pg_sys::TRIGGER_EVENT_ROW) != 0
             && (data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK) != pg_sys::TRIGGER_EVENT_TRUNCATE;
         if row_event && !pg_sys::get_rel_relispartition(relid) {
+            // The registered columns are cached per policy generation: this backend must hear
+            // about registration changes even if it never loaded the policy (once per statement).
+            if WATCH_CHECKED.with(|w| w.replace(key)) != key {
+                watch_policy_tables();
+            }
             let update = (data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK) == pg_sys::TRIGGER_EVENT_UPDATE;
             let insert = (data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK) == pg_sys::TRIGGER_EVENT_INSERT;
             let (old, new) = match (insert, update) {
@@ -378,7 +385,15 @@ fn invalidate_caches<'a>(
                 _ => (data.tg_trigtuple, std::ptr::null_mut()),
             };
             matches!(
-                crate::pg::changes::announce_row(relid, key, old, new, (*data.tg_relation).rd_att).or_raise(),
+                crate::pg::changes::announce_row(
+                    relid,
+                    generation_of(Dep::Policy),
+                    key,
+                    old,
+                    new,
+                    (*data.tg_relation).rd_att,
+                )
+                .or_raise(),
                 crate::pg::changes::Announce::Keys
             )
         } else {

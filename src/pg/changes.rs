@@ -143,6 +143,8 @@ struct StatementKeys {
 
 thread_local! {
     static STATEMENT: RefCell<Option<StatementKeys>> = const { RefCell::new(None) };
+    /// Registered columns by table, read once per policy generation (registrations are policy).
+    static REGISTERED: RefCell<(u64, rustc_hash::FxHashMap<u32, Vec<Columns>>)> = RefCell::new((0, Default::default()));
 }
 
 /// Beyond this many keys in one statement and table, the whole table is announced instead (a
@@ -231,6 +233,7 @@ unsafe fn registered_values(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, c
 /// `new` are the row's versions (one of them null for INSERT and DELETE).
 pub unsafe fn announce_row(
     table: pg_sys::Oid,
+    policy_generation: u64,
     statement: (u32, u32, u32, u32),
     old: pg_sys::HeapTuple,
     new: pg_sys::HeapTuple,
@@ -238,7 +241,24 @@ pub unsafe fn announce_row(
 ) -> AuthzResult<Announce> {
     let fresh = STATEMENT.with(|s| s.borrow().as_ref().is_none_or(|k| k.statement != statement));
     if fresh {
-        let columns = registered_columns(table)?;
+        let cached = REGISTERED.with(|r| {
+            let r = r.borrow();
+            (r.0 == policy_generation).then(|| r.1.get(&table.to_u32()).cloned()).flatten()
+        });
+        let columns = match cached {
+            Some(c) => c,
+            None => {
+                let c = registered_columns(table)?;
+                REGISTERED.with(|r| {
+                    let mut r = r.borrow_mut();
+                    if r.0 != policy_generation {
+                        *r = (policy_generation, Default::default());
+                    }
+                    r.1.insert(table.to_u32(), c.clone());
+                });
+                c
+            }
+        };
         STATEMENT
             .with(|s| *s.borrow_mut() = Some(StatementKeys { statement, columns, sent: HashSet::new(), whole: false }));
     }

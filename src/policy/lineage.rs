@@ -112,6 +112,9 @@ pub struct Level {
     /// Parent ids whose children (rows of this type) are all loaded.
     expanded: HashSet<String>,
     all: bool,
+    /// Change keys received since every row was read: `all` still answers for every id, parent,
+    /// owner and public flag whose key is not among them (those are read again one by one).
+    uncertain: HashSet<u32>,
     public: bool,
     owned_by: HashSet<String>,
     count: Option<usize>,
@@ -132,6 +135,11 @@ impl Level {
         changes::key(self.table.unwrap_or(pg_sys::InvalidOid), kind, value.as_bytes())
     }
 
+    /// Does the complete read answer for this key (no change to it arrived since)?
+    fn whole_answers(&self, kind: KeyKind, value: &str) -> bool {
+        self.all && !self.uncertain.contains(&self.key(kind, value))
+    }
+
     /// Forget what a changed row may have made stale: rows with that id, the children lists of
     /// that parent, owned rows of that owner, the public rows; any change leaves "every row"
     /// incomplete.
@@ -142,7 +150,13 @@ impl Level {
         if keys.is_empty() {
             return;
         }
-        self.all = false;
+        if self.all {
+            self.uncertain.extend(keys.iter().copied());
+            if self.uncertain.len() > MAX_UNCERTAIN {
+                self.all = false;
+                self.uncertain.clear();
+            }
+        }
         self.count = None;
         if keys.contains(&changes::key(table, KeyKind::Public, b"")) {
             self.public = false;
@@ -187,6 +201,9 @@ impl Level {
     }
 }
 
+/// Beyond this many change keys since a complete read, the read no longer answers for anything.
+const MAX_UNCERTAIN: usize = 4096;
+
 /// Beyond this many rows a type's cached rows start over (memory per backend stays bounded; what
 /// is dropped is only read again).
 const MAX_ROWS_PER_TYPE: usize = 200_000;
@@ -229,9 +246,10 @@ pub fn is_stored(rt: &ResourceType, id: &str) -> AuthzResult<bool> {
         p.set((stamp, n));
         n
     });
-    if probes > PROBES_BEFORE_FULL_READ {
+    if probes > PROBES_BEFORE_FULL_READ && !with_level(rt, |l| l.all) {
         load_all(rt)?;
     } else {
+        // After a complete read this probes only ids a change key names.
         load_ids(rt, &[id.to_string()])?;
     }
     Ok(with_level(rt, |l| l.get(id).is_some()))
@@ -474,12 +492,14 @@ fn read(rt: &ResourceType, select: Select<'_>) -> AuthzResult<Vec<Row>> {
 pub fn load_ids(rt: &ResourceType, ids: &[String]) -> AuthzResult<()> {
     note(rt, KeyKind::Id, ids);
     let wanted: Vec<String> = with_level(rt, |l| {
-        if l.all {
-            return Vec::new();
-        }
         let mut seen = HashSet::new();
         ids.iter()
-            .filter(|i| !l.index.contains_key(*i) && !l.missing.contains(*i) && seen.insert(*i))
+            .filter(|i| {
+                !l.index.contains_key(*i)
+                    && !l.missing.contains(*i)
+                    && !l.whole_answers(KeyKind::Id, i)
+                    && seen.insert(*i)
+            })
             .cloned()
             .collect()
     });
@@ -504,11 +524,12 @@ pub fn load_ids(rt: &ResourceType, ids: &[String]) -> AuthzResult<()> {
 pub fn load_children(rt: &ResourceType, parents: &[String]) -> AuthzResult<Vec<String>> {
     note(rt, KeyKind::Parent, parents);
     let wanted: Vec<String> = with_level(rt, |l| {
-        if l.all {
-            return Vec::new();
-        }
         let mut seen = HashSet::new();
-        parents.iter().filter(|p| !l.expanded.contains(*p) && seen.insert(*p)).cloned().collect()
+        parents
+            .iter()
+            .filter(|p| !l.expanded.contains(*p) && !l.whole_answers(KeyKind::Parent, p) && seen.insert(*p))
+            .cloned()
+            .collect()
     });
     if !wanted.is_empty() {
         let rows = read(rt, Select::ChildrenOf(&wanted))?;
@@ -537,14 +558,15 @@ pub fn load_children(rt: &ResourceType, parents: &[String]) -> AuthzResult<Vec<S
 /// Every row of the type (a rule with a pattern on a type's ids must see them all).
 pub fn load_all(rt: &ResourceType) -> AuthzResult<Vec<String>> {
     note_whole(rt);
-    if !with_level(rt, |l| l.all) {
+    if !with_level(rt, |l| l.all && l.uncertain.is_empty()) {
         let rows = read(rt, Select::All)?;
         with_level(rt, |l| {
+            // A complete read replaces everything known of the type.
+            *l = Level { stamp: l.stamp, seq: l.seq, table: l.table, ..Level::default() };
             for r in rows {
                 l.add(r);
             }
             l.all = true;
-            l.missing.clear();
         });
     }
     Ok(with_level(rt, |l| l.live().map(|r| r.id.clone()).collect()))
@@ -556,7 +578,7 @@ pub fn load_public(rt: &ResourceType) -> AuthzResult<Vec<String>> {
         return Ok(Vec::new());
     }
     note(rt, KeyKind::Public, &[String::new()]);
-    if !with_level(rt, |l| l.public || l.all) {
+    if !with_level(rt, |l| l.public || l.whole_answers(KeyKind::Public, "")) {
         let rows = read(rt, Select::Public)?;
         with_level(rt, |l| {
             for r in rows {
@@ -574,7 +596,7 @@ pub fn load_owned(rt: &ResourceType, user: &str) -> AuthzResult<Vec<String>> {
         return Ok(Vec::new());
     }
     note(rt, KeyKind::Owner, &[user.to_string()]);
-    if !with_level(rt, |l| l.all || l.owned_by.contains(user)) {
+    if !with_level(rt, |l| l.owned_by.contains(user) || l.whole_answers(KeyKind::Owner, user)) {
         let rows = read(rt, Select::OwnedBy(user))?;
         with_level(rt, |l| {
             for r in rows {
@@ -645,7 +667,7 @@ pub fn with_chain<T>(chain: &[Rc<ResourceType>], f: impl FnOnce(&[&Level]) -> T)
 /// (pg_class.reltuples), else — for a table never analyzed — counted once per data generation.
 pub fn type_size(rt: &ResourceType) -> AuthzResult<usize> {
     let Some(table) = rt.table else { return Ok(0) };
-    if let Some(n) = with_level(rt, |l| if l.all { Some(l.index.len()) } else { l.count }) {
+    if let Some(n) = with_level(rt, |l| if l.all && l.uncertain.is_empty() { Some(l.index.len()) } else { l.count }) {
         return Ok(n);
     }
     // SAFETY: a syscache lookup by oid; only the fixed part of the pg_class tuple is read and the
