@@ -136,7 +136,7 @@ struct Columns {
 /// What a statement announced for one table so far.
 struct StatementKeys {
     statement: (u32, u32, u32, u32),
-    columns: Vec<Columns>,
+    columns: std::rc::Rc<Vec<Columns>>,
     sent: HashSet<u32>,
     whole: bool,
 }
@@ -144,7 +144,7 @@ struct StatementKeys {
 thread_local! {
     static STATEMENT: RefCell<Option<StatementKeys>> = const { RefCell::new(None) };
     /// Registered columns by table, read once per policy generation (registrations are policy).
-    static REGISTERED: RefCell<(u64, rustc_hash::FxHashMap<u32, Vec<Columns>>)> = RefCell::new((0, Default::default()));
+    static REGISTERED: RefCell<(u64, rustc_hash::FxHashMap<u32, std::rc::Rc<Vec<Columns>>>)> = RefCell::new((0, Default::default()));
 }
 
 /// Beyond this many keys in one statement and table, the whole table is announced instead (a
@@ -248,7 +248,7 @@ pub unsafe fn announce_row(
         let columns = match cached {
             Some(c) => c,
             None => {
-                let c = registered_columns(table)?;
+                let c = std::rc::Rc::new(registered_columns(table)?);
                 REGISTERED.with(|r| {
                     let mut r = r.borrow_mut();
                     if r.0 != policy_generation {
@@ -273,7 +273,7 @@ pub unsafe fn announce_row(
         return Ok(Announce::WholeTable);
     }
     let mut keys = Vec::new();
-    for cols in &columns {
+    for cols in columns.iter() {
         // SAFETY: the row versions are the trigger's (null-checked) and `desc` their descriptor.
         unsafe {
             if !old.is_null()

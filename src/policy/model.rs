@@ -362,6 +362,31 @@ impl Model {
         Ok(chain)
     }
 
+    /// A role's rules that reach `chain` (a type and its ancestors, nearest first) for `action`,
+    /// each with the level of the chain it names.
+    pub fn rules_reaching<'a>(
+        &'a self,
+        chain: &'a [Rc<ResourceType>],
+        role: &str,
+        action: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a Rc<Rule>)> + 'a {
+        self.rules_by_role.get(role).into_iter().flatten().filter_map(move |r| {
+            if !action_matches(&r.action, action) {
+                return None;
+            }
+            chain.iter().position(|c| c.name == r.resource_type).map(|level| (level, r))
+        })
+    }
+
+    /// The roles the principal in an owner column holds there (`owner` and what it inherits), if
+    /// the identity has a principal and some type of `chain` has an owner column.
+    pub fn owner_roles(&self, user: Option<&str>, chain: &[Rc<ResourceType>]) -> Vec<String> {
+        if user.is_none() || !chain.iter().any(|t| t.owner_column.is_some()) {
+            return Vec::new();
+        }
+        self.role_closure("owner").into_iter().filter_map(|mut path| path.pop()).collect()
+    }
+
     /// Role and everything it inherits, each with the path that led to it (role first).
     pub fn role_closure(&self, role: &str) -> Vec<Vec<String>> {
         let mut out = Vec::new();

@@ -137,10 +137,11 @@ impl Permitted {
     }
 }
 
-type SetKey = (Option<String>, bool, u64, String, String);
+/// (principal, fingerprint of its grants, type, action).
+type SetKey = (Option<String>, u64, String, String);
 
-/// A cached set: the data stamp and grants fingerprint it was computed under, what it read.
-type CachedSet = (u64, u64, Rc<lineage::Reads>, Rc<Permitted>);
+/// A cached set: the data stamp it was computed under, what it read.
+type CachedSet = (u64, Rc<lineage::Reads>, Rc<Permitted>);
 
 const MAX_CACHED: usize = 4096;
 
@@ -337,8 +338,13 @@ fn pattern_ids(chain: &[Rc<model::ResourceType>], level: usize, pattern: &Patter
     }
 }
 
-fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str) -> AuthzResult<Permitted> {
-    let chain = model.type_chain(resource_type)?;
+fn compute(
+    model: &Model,
+    identity: &Identity,
+    chain: &[Rc<model::ResourceType>],
+    resource_type: &str,
+    action: &str,
+) -> AuthzResult<Permitted> {
     let level_of = |t: &str| chain.iter().position(|c| c.name == t);
     let grants = grants(model, identity)?;
     let mut unscoped: Vec<&str> = Vec::new();
@@ -361,27 +367,15 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
     }
     // A role's rules are the same in every scope it is held in: held unscoped, its scopes add nothing.
     scoped.retain(|(r, _)| !unscoped.contains(r));
-    let owner_paths = model.role_closure("owner");
-    let owner_roles: Vec<&str> = match &identity.user_id {
-        Some(_) if chain.iter().any(|t| t.owner_column.is_some()) => {
-            owner_paths.iter().filter_map(|p| p.last().map(String::as_str)).collect()
-        }
-        _ => Vec::new(),
-    };
+    let owner_paths = model.owner_roles(identity.user_id.as_deref(), chain);
+    let owner_roles: Vec<&str> = owner_paths.iter().map(String::as_str).collect();
     // Each role's rules that reach this chain for this action, with the level they name.
-    let rules_of = |role: &str| -> Vec<(usize, Rc<Rule>)> {
-        model
-            .rules_by_role
-            .get(role)
-            .into_iter()
-            .flatten()
-            .filter(|r| action_matches(&r.action, action))
-            .filter_map(|r| level_of(&r.resource_type).map(|l| (l, r.clone())))
-            .collect()
-    };
     let roles: Vec<&str> =
         unscoped.iter().chain(scoped.iter().map(|(r, _)| r)).chain(owner_roles.iter()).copied().collect();
-    let reaching: HashMap<&str, Vec<(usize, Rc<Rule>)>> = roles.iter().map(|r| (*r, rules_of(r))).collect();
+    let reaching: HashMap<&str, Vec<(usize, Rc<Rule>)>> = roles
+        .iter()
+        .map(|r| (*r, model.rules_reaching(chain, r, action).map(|(l, rule)| (l, rule.clone())).collect()))
+        .collect();
     let read = action == "read";
     // Every id of the type itself allowed by an unscoped rule: the set is what the denies take away.
     let complement = unscoped
@@ -427,7 +421,7 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
             if rule.allow == wanted {
                 match &rule.pattern {
                     Pattern::Exact(id) => named[*level].push(id.clone()),
-                    pattern => loaded[*level].extend(pattern_ids(&chain, *level, pattern)?),
+                    pattern => loaded[*level].extend(pattern_ids(chain, *level, pattern)?),
                 }
             }
         }
@@ -463,12 +457,12 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
             seeds.extend(named[level].iter().filter(|id| lineage::known(&chain[level], id)).cloned());
         }
         if !seeds.is_empty() {
-            universe.extend(lineage::descend(&chain, level, seeds)?);
+            universe.extend(lineage::descend(chain, level, seeds)?);
         }
     }
     let mut seen = std::collections::HashSet::new();
     universe.retain(|id| seen.insert(id.clone()));
-    lineage::load_ancestors(&chain, &universe)?;
+    lineage::load_ancestors(chain, &universe)?;
     // Each scoped role's scope ids by level: a caller scoped on 250 projects asks one hash lookup
     // per level and id, not 250 comparisons.
     let scope_sets: Vec<(&str, Vec<rustc_hash::FxHashSet<&str>>)> = scoped
@@ -482,7 +476,7 @@ fn compute(model: &Model, identity: &Identity, resource_type: &str, action: &str
         })
         .collect();
     let mut hits: Vec<i64> = Vec::new();
-    let mut ids: Vec<String> = lineage::with_chain(&chain, |levels| {
+    let mut ids: Vec<String> = lineage::with_chain(chain, |levels| {
         let mut out = Vec::new();
         for id in &universe {
             // The row and its ancestors, one per level (None past a missing parent).
@@ -573,25 +567,22 @@ fn validate_action(action: &str) -> AuthzResult<()> {
 pub fn permitted_for(identity: &Identity, resource_type: &str, action: &str) -> AuthzResult<Rc<Permitted>> {
     validate_action(action)?;
     let model = model::current()?;
-    let key = (
-        identity.user_id.clone(),
-        identity.authenticated(),
-        claimed(&model, identity).fingerprint(),
-        resource_type.to_string(),
-        action.to_string(),
-    );
-    let stamp = cache::data_stamp(model.type_chain(resource_type)?.iter().filter_map(|t| t.table));
+    let chain = model.type_chain(resource_type)?;
+    // What a set depends on of the identity: its principal (ownership) and its grants (claims and
+    // "authenticated" included), by fingerprint.
     let (_, held) = grants_with_fingerprint(&model, identity)?;
-    if let Some((at, held_then, reads, p)) = SETS.with(|c| c.borrow_mut().get(&key)) {
-        if at == stamp && held_then == held && reads.still_current() {
+    let key = (identity.user_id.clone(), held, resource_type.to_string(), action.to_string());
+    let stamp = cache::data_stamp(chain.iter().filter_map(|t| t.table));
+    if let Some((at, reads, p)) = SETS.with(|c| c.borrow_mut().get(&key)) {
+        if at == stamp && reads.still_current() {
             return Ok(p);
         }
     }
     let generation = SETS.with(|c| c.borrow().current_generation());
     lineage::trim();
-    let (p, reads) = lineage::recording(|| compute(&model, identity, resource_type, action));
+    let (p, reads) = lineage::recording(|| compute(&model, identity, &chain, resource_type, action));
     let p = Rc::new(p?);
-    SETS.with(|c| c.borrow_mut().insert(generation, key, (stamp, held, Rc::new(reads), p.clone())));
+    SETS.with(|c| c.borrow_mut().insert(generation, key, (stamp, Rc::new(reads), p.clone())));
     Ok(p)
 }
 
@@ -604,24 +595,16 @@ pub fn covers_every_id(identity: &Identity, resource_type: &str, action: &str) -
     validate_action(action)?;
     let model = model::current()?;
     let chain = model.type_chain(resource_type)?;
-    let in_chain = |t: &str| chain.iter().any(|c| c.name == t);
     let grants = grants(&model, identity)?;
-    let mut roles: Vec<&str> = grants.iter().map(|g| g.role.as_str()).collect();
-    let owner_paths = if identity.user_id.is_some() && chain.iter().any(|t| t.owner_column.is_some()) {
-        model.role_closure("owner")
-    } else {
-        Vec::new()
-    };
-    roles.extend(owner_paths.iter().filter_map(|p| p.last().map(String::as_str)));
-    let rules_of = |role: &str| model.rules_by_role.get(role).into_iter().flatten();
-    let reaching = |rule: &&Rc<Rule>| action_matches(&rule.action, action) && in_chain(&rule.resource_type);
-    if roles.iter().any(|role| rules_of(role).filter(reaching).any(|rule| !rule.allow)) {
+    let owner_roles = model.owner_roles(identity.user_id.as_deref(), &chain);
+    let mut roles = grants.iter().map(|g| g.role.as_str()).chain(owner_roles.iter().map(String::as_str));
+    if roles.any(|role| model.rules_reaching(&chain, role, action).any(|(_, rule)| !rule.allow)) {
         return Ok(false);
     }
     Ok(grants.iter().filter(|g| g.scope.is_none()).any(|g| {
-        rules_of(&g.role)
-            .filter(reaching)
-            .any(|rule| rule.allow && rule.resource_type == resource_type && matches!(rule.pattern, Pattern::Any))
+        model
+            .rules_reaching(&chain, &g.role, action)
+            .any(|(level, rule)| level == 0 && rule.allow && rule.pattern == Pattern::Any)
     }))
 }
 
@@ -1052,7 +1035,7 @@ fn flush_caches(sets_only: default!(bool, "false")) {
 pub fn cached_set_bytes() -> usize {
     let sets = SETS.with(|c| {
         c.borrow_mut()
-            .sum_by(|_, (_, _, reads, p)| 256 + reads.bytes() + p.ids.iter().map(|i| 48 + 2 * i.len()).sum::<usize>())
+            .sum_by(|_, (_, reads, p)| 256 + reads.bytes() + p.ids.iter().map(|i| 48 + 2 * i.len()).sum::<usize>())
     });
     let grants = GRANTS.with(|c| c.borrow_mut().sum_by(|_, (g, _)| 64 + g.len() * 160));
     sets + grants
