@@ -140,6 +140,16 @@ CREATE TABLE authz.audit_changes (
     new_value    jsonb
 );
 
+-- Citus (authz.distribute()): the key that signs the identity a node vouches for to the others.
+-- One row, made by distribute(), never dumped (a restored database is distributed again), and
+-- readable by no one but pg_authz's owner.
+CREATE TABLE authz.cluster (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    secret         bytea NOT NULL CHECK (pg_catalog.length(secret) >= 32),
+    distributed_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON authz.cluster FROM PUBLIC;
+
 INSERT INTO authz.roles (name, builtin) VALUES ('anonymous', true), ('authenticated', true), ('owner', true);
 INSERT INTO authz.resource_types (name) VALUES ('authz');
 

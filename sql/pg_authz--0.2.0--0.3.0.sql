@@ -142,6 +142,12 @@ $$;
 CREATE OR REPLACE FUNCTION authz._on_drop_forget_tables() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF pg_catalog.current_setting('application_name') OPERATOR(pg_catalog.~~) 'citus\_internal gpid=%'
+       OR authz._resync_if_distributed(
+              ARRAY(SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table'),
+              ARRAY(SELECT object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table')) THEN
+        RETURN;
+    END IF;
     DELETE FROM authz.protected
     WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY(
         SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table'));
@@ -174,8 +180,10 @@ BEGIN
 END
 $$;
 
+-- (On Citus, triggers on its tables need citus.enable_unsafe_triggers: these fire on each node's
+-- placement and only announce changes to that node's backends.)
 CREATE FUNCTION authz._watch_table(tbl regclass) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET citus.enable_unsafe_triggers = on AS $$
 BEGIN
     PERFORM authz._unwatch_table(tbl);
     EXECUTE format('CREATE TRIGGER authz_invalidate AFTER INSERT OR UPDATE OR DELETE ON %s
@@ -478,6 +486,8 @@ BEGIN
             RAISE EXCEPTION 'resource type cycle: % is an ancestor of %', name, parent_type USING ERRCODE = '22023';
         END IF;
     END IF;
+    -- On Citus, a table the other nodes do not know yet becomes one they do (a new oid here).
+    tbl := authz._known_to_every_node(tbl::pg_catalog.oid)::pg_catalog.regclass;
     INSERT INTO authz.resource_types AS t (name, tbl, id_column, parent_type, parent_column, public_column, owner_column)
     VALUES (name, tbl, id_column, parent_type, parent_column, public_column, owner_column)
     ON CONFLICT ON CONSTRAINT resource_types_pkey DO UPDATE SET tbl = excluded.tbl, id_column = excluded.id_column,
@@ -714,3 +724,118 @@ CREATE FUNCTION authz."enforce"(
 STRICT STABLE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'enforce_wrapper';
+
+-- Citus (authz.distribute()): the key that signs the identity a node vouches for to the others.
+-- One row, made by distribute(), never dumped (a restored database is distributed again), and
+-- readable by no one but pg_authz's owner.
+CREATE TABLE authz.cluster (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    secret         bytea NOT NULL CHECK (pg_catalog.length(secret) >= 32),
+    distributed_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON authz.cluster FROM PUBLIC;
+
+CREATE FUNCTION authz."_new_cluster_secret"() RETURNS bytea
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_new_cluster_secret_wrapper';
+CREATE FUNCTION authz."_known_to_every_node"("tbl" oid) RETURNS oid
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_known_to_every_node_wrapper';
+CREATE FUNCTION authz."_resync_if_distributed"("dropped" oid[], "names" text[]) RETURNS bool
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_resync_if_distributed_wrapper';
+CREATE FUNCTION authz."_prepare_registrations_for_cluster"() RETURNS void
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_prepare_registrations_for_cluster_wrapper';
+CREATE FUNCTION authz."_resync_registrations"() RETURNS bigint
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_resync_registrations_wrapper';
+
+-- ---------------------------------------------------------------------------------------------
+-- Citus
+-- ---------------------------------------------------------------------------------------------
+
+SELECT authz._watch_table('authz.cluster');
+
+
+-- Make pg_authz's state work cluster-wide: its policy tables become Citus reference tables (one
+-- copy on every node, changed by two-phase commit, their invalidation and audit triggers firing on
+-- every node's copy), a cluster key signs the identity the node a client is connected to vouches
+-- for to the others, and tables may carry pg_authz's triggers when Citus distributes them.
+-- Idempotent; without Citus a notice and nothing else.
+CREATE FUNCTION authz.distribute() RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET client_min_messages = warning
+    SET citus.enable_unsafe_triggers = on AS $$
+DECLARE
+    -- Referenced tables before the tables referencing them.
+    tables text[] := ARRAY['principals', 'roles', 'keys', 'resource_types', 'claim_mappings', 'cluster',
+                           'memberships', 'role_inheritance', 'role_assignments', 'rules', 'protected',
+                           'casbin_model', 'casbin_imported'];
+    pending text[];
+    fk_tables text[];
+    fk_names text[];
+    fk_defs text[];
+    t text;
+    i int;
+    registrations bigint;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) CURRENT_USER AND rolsuper) THEN
+        RAISE EXCEPTION 'permission denied to distribute pg_authz'
+            USING ERRCODE = '42501', DETAIL = 'Converting pg_authz''s tables into Citus reference tables needs a superuser.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE NOTICE 'Citus is not installed in this database: pg_authz stays a single-node install';
+        RETURN 'single node: nothing to distribute';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'authz.distribute() runs on the coordinator'
+            USING ERRCODE = '55000', HINT = 'Connect to the coordinator and call it there; it reaches every node.';
+    END IF;
+
+    pending := ARRAY(SELECT u FROM pg_catalog.unnest(tables) WITH ORDINALITY AS x(u, n)
+                     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                                       WHERE p.logicalrelid OPERATOR(pg_catalog.=) pg_catalog.format('authz.%I', u)::pg_catalog.regclass)
+                     ORDER BY n);
+    IF pg_catalog.cardinality(pending) OPERATOR(pg_catalog.>) 0 THEN
+        INSERT INTO authz.cluster (secret) VALUES (authz._new_cluster_secret()) ON CONFLICT (singleton) DO NOTHING;
+        -- Foreign keys between pg_authz's tables are dropped while the tables are converted one by
+        -- one (Citus would convert a referencing table's neighbours itself, and collide with the
+        -- copies the workers' own CREATE EXTENSION made), then made again between reference tables.
+        SELECT pg_catalog.array_agg(c.conrelid::pg_catalog.regclass::pg_catalog.text ORDER BY c.oid),
+               pg_catalog.array_agg(c.conname::pg_catalog.text ORDER BY c.oid),
+               pg_catalog.array_agg(pg_catalog.pg_get_constraintdef(c.oid) ORDER BY c.oid)
+          INTO fk_tables, fk_names, fk_defs
+          FROM pg_catalog.pg_constraint c
+         WHERE c.connamespace OPERATOR(pg_catalog.=) 'authz'::pg_catalog.regnamespace AND c.contype OPERATOR(pg_catalog.=) 'f';
+        -- Tables registered before: the other nodes must know them to resolve the registrations.
+        PERFORM authz._prepare_registrations_for_cluster();
+        FOR i IN 1 .. coalesce(pg_catalog.cardinality(fk_names), 0) LOOP
+            EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', fk_tables[i], fk_names[i]);
+        END LOOP;
+        FOREACH t IN ARRAY pending LOOP
+            PERFORM pg_catalog.create_reference_table(pg_catalog.format('authz.%I', t)::pg_catalog.regclass);
+            PERFORM pg_catalog.truncate_local_data_after_distributing_table(pg_catalog.format('authz.%I', t)::pg_catalog.regclass);
+        END LOOP;
+        FOR i IN 1 .. coalesce(pg_catalog.cardinality(fk_names), 0) LOOP
+            -- The workers' copies still have theirs: Citus relays the DROP to them, then the ADD.
+            EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', fk_tables[i], fk_names[i]);
+            EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', fk_tables[i], fk_names[i], fk_defs[i]);
+        END LOOP;
+    END IF;
+    -- Every node's copy of the registrations names its own oids (also repairs a node Citus copied
+    -- pg_authz's tables to later, in binary: run distribute() again after citus_add_node()).
+    registrations := authz._resync_registrations();
+    -- Registered and protected tables carry pg_authz's triggers (invalidation, soft delete): Citus
+    -- distributes such tables, and creates such triggers on them, only with this setting.
+    EXECUTE pg_catalog.format('ALTER DATABASE %I SET citus.enable_unsafe_triggers = on', pg_catalog.current_database());
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', false);
+    RETURN pg_catalog.format('distributed: %s of pg_authz''s %s tables converted to reference tables now, %s registrations written',
+                             coalesce(pg_catalog.cardinality(pending), 0), pg_catalog.cardinality(tables), registrations);
+END
+$$;
+REVOKE ALL ON FUNCTION authz.distribute() FROM PUBLIC;

@@ -85,18 +85,48 @@ fn client_addr() -> Option<String> {
     })
 }
 
+/// Where a statement came from: the client of this backend, or — on a connection a Citus node
+/// opened on a client's behalf — that client, as the originating node vouched for it.
+#[derive(Clone, Default)]
+pub struct Origin {
+    pub application_name: Option<String>,
+    pub client_addr: Option<String>,
+    /// Citus's global process id of the originating backend, when the statement came through one.
+    pub via_gpid: Option<u64>,
+}
+
+thread_local! {
+    /// Set by the identity layer when it adopts another node's assertion; cleared when it does not.
+    static VOUCHED_ORIGIN: std::cell::RefCell<Option<Origin>> = const { std::cell::RefCell::new(None) };
+}
+
+pub fn set_origin(origin: Option<Origin>) {
+    VOUCHED_ORIGIN.with(|o| *o.borrow_mut() = origin);
+}
+
+/// The statement's origin (see `Origin`).
+pub fn origin() -> Origin {
+    if let Some(o) = VOUCHED_ORIGIN.with(|o| o.borrow().clone()) {
+        return o;
+    }
+    // SAFETY: application_name is a GUC string PostgreSQL keeps valid (or null, checked by c_string).
+    let application_name = unsafe { c_string(pg_sys::application_name) };
+    Origin { application_name, client_addr: client_addr(), via_gpid: None }
+}
+
 fn base(event: &str) -> Map<String, Value> {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    // SAFETY: application_name is a GUC string PostgreSQL keeps valid (or null, checked by c_string).
-    let application = unsafe { c_string(pg_sys::application_name) };
-    let client = client_addr();
+    let origin = origin();
     let mut m = Map::new();
     m.insert("ts".into(), json!(now));
     m.insert("event".into(), json!(event));
     m.insert("session_user".into(), json!(db::role_name(db::session_user())));
-    m.insert("application_name".into(), json!(application));
-    m.insert("client_addr".into(), json!(client));
+    m.insert("application_name".into(), json!(origin.application_name));
+    m.insert("client_addr".into(), json!(origin.client_addr));
+    if let Some(gpid) = origin.via_gpid {
+        m.insert("citus_gpid".into(), json!(gpid));
+    }
     m
 }
 

@@ -9,7 +9,7 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 
 use crate::audit;
-use crate::auth::principals;
+use crate::auth::{assertion, principals};
 use crate::auth::token::{self, VerifiedToken};
 use crate::pg::errors::{AuthzError, AuthzResult, OrRaise};
 use crate::pg::{cache, db, settings, statement};
@@ -85,6 +85,12 @@ pub fn current() -> AuthzResult<Identity> {
 }
 
 fn establish() -> AuthzResult<Identity> {
+    // On a connection another Citus node opened: the identity that node verified, or nothing.
+    if let Some(raw) = settings::cluster_assertion() {
+        return assertion::adopt(raw);
+    }
+    audit::set_origin(None);
+    assertion::require_assertion_on_internal_connection()?;
     if let Some(raw) = settings::token() {
         let t = verified(raw)?;
         return Ok(Identity { source: Source::Token, user_id: Some(t.user_id.clone()), token: Some(t) });

@@ -2,6 +2,7 @@
 //! the identity a statement runs under (token, login mapping, or anonymous). Imports only `pg`
 //! (and reports to `audit`).
 
+pub mod assertion;
 pub mod claims;
 pub mod identity;
 pub mod keys;

@@ -40,6 +40,17 @@ impl VerifiedToken {
         audit::TokenFields { sub: &self.user_id, kid: &self.kid, iss: self.iss.as_deref() }
     }
 
+    /// The decoded payload, exactly as verified (what a cluster assertion carries to other nodes).
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// A token another node of the cluster verified and vouched for (src/auth/assertion.rs): the
+    /// same payload and fields, so claims, mappings and the time window mean the same here.
+    pub fn vouched(user_id: String, payload: Vec<u8>, kid: String, iss: Option<String>, exp: f64, nbf: Option<f64>) -> Self {
+        VerifiedToken { user_id, payload, tree: OnceCell::new(), kid, iss, exp, nbf }
+    }
+
     /// All claims. The payload passed the strict scan when the token was verified, so the tree
     /// always builds; were it ever not to, the answer is no claims rather than a panic.
     pub fn claims(&self) -> &Value {

@@ -125,6 +125,23 @@ unsafe fn constraint_is_enforced(conoid: pg_sys::Oid) -> bool {
     }
 }
 
+/// Is (relid, attnum) the column (source, source_attnum)? On a Citus node, a shard placement's
+/// column is its table's column of the same name (a shard's foreign keys name placements too).
+unsafe fn same_column(relid: pg_sys::Oid, attnum: i16, source: pg_sys::Oid, source_attnum: i16) -> bool {
+    if relid == source {
+        return attnum == source_attnum;
+    }
+    if crate::pg::citus::logical_relation(relid) != source {
+        return false;
+    }
+    // SAFETY: syscache lookups by oid and attribute number; the names are compared, then freed
+    // with the statement's memory.
+    unsafe {
+        let (a, b) = (pg_sys::get_attname(relid, attnum, true), pg_sys::get_attname(source, source_attnum, true));
+        !a.is_null() && !b.is_null() && std::ffi::CStr::from_ptr(a) == std::ffi::CStr::from_ptr(b)
+    }
+}
+
 /// What the column may hold, as far as elision cares.
 struct ColumnFacts {
     only_ids_of_the_type: bool,
@@ -151,26 +168,24 @@ unsafe fn column_facts(relid: pg_sys::Oid, attnum: i16, source: pg_sys::Oid, sou
         // partitioned table's keys bind every partition.
         let children_unbound =
             (*form).relhassubclass && (*form).relkind != pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char;
-        let self_id = !children_unbound && relid == source && attnum == source_attnum;
         // Copy the candidate keys out first: a syscache lookup below may process invalidations that
         // rebuild the relcache entry and free its key list.
         let mut candidates = Vec::new();
-        if !self_id && !children_unbound {
+        if !children_unbound {
             let fkeys = pg_sys::RelationGetFKeyList(rel);
             for i in 0..if fkeys.is_null() { 0 } else { (*fkeys).length } {
                 let fk = nth(fkeys, i) as *mut pg_sys::ForeignKeyCacheInfo;
-                if !fk.is_null()
-                    && (*fk).nkeys == 1
-                    && (*fk).conkey[0] == attnum
-                    && (*fk).confrelid == source
-                    && (*fk).confkey[0] == source_attnum
-                {
-                    candidates.push((*fk).conoid);
+                if !fk.is_null() && (*fk).nkeys == 1 && (*fk).conkey[0] == attnum {
+                    candidates.push(((*fk).conoid, (*fk).confrelid, (*fk).confkey[0]));
                 }
             }
         }
         pg_sys::RelationClose(rel);
-        let only_ids = self_id || candidates.into_iter().any(|conoid| constraint_is_enforced(conoid));
+        let self_id = !children_unbound && same_column(relid, attnum, source, source_attnum);
+        let only_ids = self_id
+            || candidates.into_iter().any(|(conoid, confrelid, confkey)| {
+                same_column(confrelid, confkey, source, source_attnum) && constraint_is_enforced(conoid)
+            });
         ColumnFacts { only_ids_of_the_type: only_ids, not_null }
     }
 }

@@ -25,7 +25,9 @@ use std::cell::{Cell, RefCell};
 use pgrx::pg_sys;
 
 use crate::audit;
-use crate::enforce::{elision, handoff};
+use crate::auth::assertion;
+use crate::enforce::{cluster, elision, handoff};
+use crate::pg::{citus, privileged};
 use crate::pg::errors::OrRaise;
 
 /// PostgreSQL's standard functions, unwrapped: pgrx's bindings would catch an ERROR and re-raise
@@ -106,7 +108,22 @@ unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::Query
             elision::check_plan(stmt, true);
         }
         handoff::publish_for(!stmt.is_null() && (*stmt).parallelModeNeeded).or_raise();
+        // A plan that reaches other Citus nodes carries the caller's identity there (pg_authz's
+        // own reads of its reference tables need none).
+        if !stmt.is_null() && !privileged::active() && citus::is_distributed_plan((*stmt).planTree) {
+            assertion::propagate().or_raise();
+        }
         leave();
+    }
+}
+
+/// pg_authz's own reads on a Citus node read this node's placements of reference tables
+/// (src/pg/citus.rs): never another node's rows, never over a connection.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn before_planning(parse: *mut pg_sys::Query) {
+    if privileged::active() {
+        // SAFETY: the planner's own query tree, not yet planned.
+        unsafe { citus::read_local_placements(parse) };
     }
 }
 
@@ -148,6 +165,7 @@ unsafe extern "C-unwind" fn planner(
     // SAFETY: the planner's own arguments, passed down the chain unchanged; nothing to drop here.
     unsafe {
         enter();
+        before_planning(parse);
         let planned = match PREV_PLANNER {
             Some(prev) => prev(parse, query_string, cursor_options, bound_params),
             None => standard::standard_planner(parse, query_string, cursor_options, bound_params),
@@ -298,10 +316,17 @@ unsafe fn redacted_statement(
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
+    if event == XACT_EVENT_PRE_COMMIT {
+        // Before Citus's own pre-commit work (this callback was registered after Citus's).
+        cluster::before_commit().or_raise();
+    }
     if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE) {
+        cluster::forget();
         // An ERROR may have left nesting counted by frames that never returned normally.
         DEPTH.with(|d| d.set(0));
         SUBXACT_DEPTHS.with(|s| s.borrow_mut().clear());
+        privileged::reset();
+        assertion::forget_sent();
         audit::flush();
         crate::pg::statement::reset();
     }
@@ -315,6 +340,13 @@ unsafe extern "C-unwind" fn subtransaction_event(
     _arg: *mut std::ffi::c_void,
 ) {
     use pg_sys::SubXactEvent::*;
+    // Citus restores the settings its connections replay when a subtransaction ends.
+    if matches!(event, SUBXACT_EVENT_ABORT_SUB | SUBXACT_EVENT_COMMIT_SUB) {
+        assertion::forget_sent();
+    }
+    if event == SUBXACT_EVENT_ABORT_SUB {
+        privileged::reset();
+    }
     SUBXACT_DEPTHS.with(|s| {
         let mut s = s.borrow_mut();
         match event {

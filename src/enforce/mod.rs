@@ -2,6 +2,7 @@
 //! plan-time elision of the filter, executor and utility hooks, the parallel handoff, the policy
 //! templates, and the extension's lifecycle. Imports everything below it.
 
+pub mod cluster;
 pub mod elision;
 pub mod handoff;
 pub mod hooks;

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable};
 use pgrx::prelude::*;
 
+use crate::enforce::cluster;
 use crate::pg::db::{self, quote_ident, quote_literal};
 use crate::pg::errors::{AuthzError, AuthzResult, OrRaise};
 use crate::pg::privileged::{self, require_printable_identifier, Rights};
@@ -411,10 +412,11 @@ fn protect(
     owner_column: default!(Option<&str>, "NULL"),
     soft_delete_column: default!(Option<&str>, "NULL"),
 ) -> String {
-    let tbl = relation.0;
-    let name = db::qualified_name(tbl).or_raise();
+    let name = db::qualified_name(relation.0).or_raise();
     admin::require_manage("tables").or_raise();
-    require_owner(tbl).or_raise();
+    require_owner(relation.0).or_raise();
+    // On Citus, a table the other nodes do not know yet becomes one they do (a new oid here).
+    let tbl = cluster::known_to_every_node(relation.0).or_raise();
     let soft = effective_soft_delete(tbl, soft_delete_column).or_raise();
     let installed = install(tbl, id_column, resource_type, owner_column, soft.as_deref(), None).or_raise();
     if !has_leading_index(tbl, id_column).or_raise() {
@@ -472,20 +474,11 @@ fn install(
         run_as_owner(t.table, &t.statements)?;
     }
     privileged::run(Rights::Superuser, || {
-        Spi::run_with_args(
-            "INSERT INTO authz.protected (tbl, id_column, resource_type, owner_column, soft_delete_column)
-             SELECT t, $2, $3, $4, $5 FROM pg_catalog.unnest($1::pg_catalog.oid[]) t
-             ON CONFLICT (tbl) DO UPDATE SET id_column = excluded.id_column, resource_type = excluded.resource_type,
-                 owner_column = excluded.owner_column, soft_delete_column = excluded.soft_delete_column,
-                 protected_at = pg_catalog.now()",
-            &[
-                targets.iter().map(|t| t.table).collect::<Vec<_>>().into(),
-                id_column.into(),
-                resource_type.into(),
-                owner_column.into(),
-                soft_delete_column.into(),
-            ],
-        )
+        for t in &targets {
+            let name = db::qualified_name(t.table)?;
+            cluster::record_protected(&name, id_column, resource_type, owner_column, soft_delete_column, None)?;
+        }
+        Ok::<_, AuthzError>(())
     })?;
     Ok(targets.len())
 }
@@ -584,10 +577,12 @@ pub fn unprotect_table(tbl: pg_sys::Oid) -> AuthzResult<bool> {
         }
         run_as_owner(*t, &sql)?;
     }
+    // By name, like every write of a registration (src/enforce/cluster.rs).
+    let names = registered.iter().map(|t| db::qualified_name(*t)).collect::<AuthzResult<Vec<_>>>()?;
     privileged::run(Rights::Superuser, || {
         Spi::run_with_args(
-            "DELETE FROM authz.protected WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1)",
-            &[registered.clone().into()],
+            "DELETE FROM authz.protected WHERE tbl OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]::pg_catalog.regclass[])",
+            &[names.into()],
         )
     })?;
     Ok(!registered.is_empty())
@@ -760,10 +755,18 @@ $$;
 CREATE EVENT TRIGGER authz_protect_partitions ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION authz._on_ddl_protect_partitions();
 
--- A dropped table is no longer protected: forget it (its policies went with it).
+-- A dropped table is no longer protected: forget it (its policies went with it). On Citus the node
+-- the DROP was issued on rewrites the (replicated) registrations by name before commit
+-- (src/enforce/cluster.rs); the nodes Citus relays the DROP to do nothing.
 CREATE FUNCTION authz._on_drop_forget_tables() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF pg_catalog.current_setting('application_name') OPERATOR(pg_catalog.~~) 'citus\_internal gpid=%'
+       OR authz._resync_if_distributed(
+              ARRAY(SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table'),
+              ARRAY(SELECT object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table')) THEN
+        RETURN;
+    END IF;
     DELETE FROM authz.protected
     WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY(
         SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table'));
@@ -782,5 +785,5 @@ REVOKE ALL ON authz.protected_tables FROM PUBLIC;
 GRANT SELECT ON authz.protected_tables TO authz_admin;
 "#,
     name = "soft_delete_and_views",
-    requires = ["bootstrap", _protect_new_partitions, _soft_delete],
+    requires = ["bootstrap", _protect_new_partitions, _soft_delete, _resync_if_distributed],
 );

@@ -32,6 +32,7 @@ const POLICY_TABLES: &[&str] = &[
     "rules",
     "keys",
     "claim_mappings",
+    "cluster",
 ];
 
 /// The policy tables whose changes move who holds what, not what the rules say: a role assignment
@@ -353,7 +354,9 @@ thread_local! {
 fn invalidate_caches<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
-    let relid = trigger.relid()?;
+    // On Citus the trigger fires on a shard placement (`rules_102041`): announce the table this
+    // node's backends know, which the placement stands for.
+    let relid = crate::pg::citus::logical_relation(trigger.relid()?);
     // SAFETY: plain reads of the backend's transaction state.
     let key = unsafe {
         (

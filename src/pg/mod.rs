@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod changes;
+pub mod citus;
 pub mod db;
 pub mod errors;
 pub mod nodes;

@@ -39,6 +39,29 @@ const PINNED_SETTINGS: &[(&CStr, &CStr)] = &[
     (c"backslash_quote", c"safe_encoding"),
 ];
 
+thread_local! {
+    /// How many `run` frames are active: statements pg_authz runs for itself never carry the
+    /// caller's identity to other nodes (they read pg_authz's tables, as their owner).
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Inside `run`: the statement being started is one of pg_authz's own.
+pub fn active() -> bool {
+    DEPTH.with(|d| d.get() > 0)
+}
+
+/// After an ERROR: no `run` frame survives a (sub)transaction abort.
+pub fn reset() {
+    DEPTH.with(|d| d.set(0));
+}
+
+/// Citus's settings, applied when Citus defines them. pg_authz's tables are reference tables:
+/// reading them from a statement a worker runs for a shard is a "nested distributed execution",
+/// refused unless allowed — safe for these reads, as a reference table has a placement on every
+/// node and is read locally. And the triggers `protect()` puts on a distributed table (soft delete)
+/// need `enable_unsafe_triggers`: they act on the node they fire on only.
+const CITUS_SETTINGS: &[&CStr] = &[c"citus.allow_nested_distributed_execution", c"citus.enable_unsafe_triggers"];
+
 /// The role that owns a relation, or 42P01 when there is no such relation.
 pub fn relation_owner(rel: pg_sys::Oid) -> AuthzResult<pg_sys::Oid> {
     // SAFETY: a syscache lookup by oid; the tuple is released before returning and only its fixed
@@ -91,9 +114,27 @@ where
                 false,
             );
         }
+        for name in CITUS_SETTINGS {
+            // A lookup by a static name: NULL when Citus did not define the setting.
+            if pg_sys::GetConfigOption(name.as_ptr(), true, false).is_null() {
+                continue;
+            }
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                c"on".as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                pgrx::PgLogLevel::ERROR as i32,
+                false,
+            );
+        }
         level
     };
+    DEPTH.with(|d| d.set(d.get() + 1));
     let result = f();
+    DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
     // SAFETY: undoes exactly what was done above, at the level NewGUCNestLevel returned.
     unsafe {
         pg_sys::AtEOXact_GUC(true, nest_level);

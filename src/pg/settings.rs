@@ -15,6 +15,11 @@ use pgrx::pg_sys;
 /// `authz.token`, owned by PostgreSQL's GUC machinery (it writes this pointer).
 static mut TOKEN: *mut c_char = std::ptr::null_mut();
 
+/// `authz.cluster_assertion`: the identity a Citus coordinator vouches for, set by pg_authz on the
+/// connections Citus opens to the other nodes (src/auth/assertion.rs). Settable by anyone, like the
+/// token, and like the token worthless without the key that signs it.
+static mut CLUSTER_ASSERTION: *mut c_char = std::ptr::null_mut();
+
 /// Bumped on every assignment of `authz.token` (SET, SET LOCAL, RESET, end of transaction,
 /// ROLLBACK TO SAVEPOINT). Per-statement state compares it to notice an identity switch.
 static TOKEN_EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -88,6 +93,21 @@ pub fn init() {
             c"".as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             (pg_sys::GUC_NOT_IN_SAMPLE | pg_sys::GUC_DISALLOW_IN_FILE) as i32,
+            None,
+            Some(token_assigned),
+            None,
+        );
+    }
+    // SAFETY: as above.
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            c"authz.cluster_assertion".as_ptr(),
+            c"Set by pg_authz on Citus's connections between nodes: the identity the originating node verified.".as_ptr(),
+            c"Signed with the cluster key authz.distribute() provisions; never set it yourself.".as_ptr(),
+            &raw mut CLUSTER_ASSERTION,
+            c"".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            (pg_sys::GUC_NOT_IN_SAMPLE | pg_sys::GUC_DISALLOW_IN_FILE | pg_sys::GUC_NO_SHOW_ALL) as i32,
             None,
             Some(token_assigned),
             None,
@@ -181,6 +201,19 @@ pub fn token() -> Option<&'static [u8]> {
         } else {
             Some(bytes)
         }
+    }
+}
+
+/// `authz.cluster_assertion`, when set.
+pub fn cluster_assertion() -> Option<&'static [u8]> {
+    // SAFETY: as for token().
+    unsafe {
+        let ptr = CLUSTER_ASSERTION;
+        if ptr.is_null() {
+            return None;
+        }
+        let bytes = CStr::from_ptr(ptr).to_bytes();
+        (!bytes.is_empty()).then_some(bytes)
     }
 }
 
