@@ -27,7 +27,6 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 use crate::audit;
-use crate::auth::identity::{Identity, Source};
 use crate::auth::token::VerifiedToken;
 use crate::pg::errors::{AuthzError, AuthzResult};
 use crate::pg::privileged::{self, Rights};
@@ -95,52 +94,47 @@ pub fn distributed() -> AuthzResult<bool> {
     Ok(citus::is_active() && key()?.is_some())
 }
 
-fn claims_of(identity: &Identity, origin: &audit::Origin, now: f64) -> Claims {
-    let t = identity.token.as_deref();
+fn claims_of(source: &str, user_id: Option<&str>, token: Option<&VerifiedToken>, now: f64) -> Claims {
+    let origin = audit::origin();
     Claims {
-        s: identity.source.as_str().to_string(),
-        u: identity.user_id.clone(),
-        p: t.map(|t| B64.encode(t.payload())),
-        k: t.map(|t| t.kid.clone()),
-        i: t.and_then(|t| t.iss.clone()),
-        e: t.map(|t| t.exp),
-        n: t.and_then(|t| t.nbf),
-        a: origin.application_name.clone(),
-        h: origin.client_addr.clone(),
+        s: source.to_string(),
+        u: user_id.map(str::to_string),
+        p: token.map(|t| B64.encode(t.payload())),
+        k: token.map(|t| t.kid.clone()),
+        i: token.and_then(|t| t.iss.clone()),
+        e: token.map(|t| t.exp),
+        n: token.and_then(|t| t.nbf),
+        a: origin.application_name,
+        h: origin.client_addr,
         g: citus::global_pid(),
         t: now,
     }
 }
 
 fn sign(key: &hmac::Key, claims: &Claims) -> String {
-    let body = format!(
-        "{}.{}",
-        B64.encode(HEADER),
-        B64.encode(serde_json::to_vec(claims).unwrap_or_default())
-    );
+    let body = format!("{}.{}", B64.encode(HEADER), B64.encode(serde_json::to_vec(claims).unwrap_or_default()));
     let mac = hmac::sign(key, body.as_bytes());
     format!("{body}.{}", B64.encode(mac.as_ref()))
 }
 
-/// Before a statement whose plan reaches other nodes: make sure this transaction's connections
-/// carry the current identity (signed again when it changed, or after REFRESH_SECONDS).
-pub fn propagate() -> AuthzResult<()> {
+/// Before a statement whose plan reaches other nodes: the assertion this transaction's connections
+/// to them must carry for the given identity (`source`: token, login or anonymous), or `None` when
+/// they carry it already (signed again when the identity changed, or after REFRESH_SECONDS), or
+/// when the database is not distributed.
+pub fn for_identity(source: &str, user_id: Option<&str>, token: Option<&VerifiedToken>) -> AuthzResult<Option<String>> {
     let Some(key) = (if citus::is_active() { key()? } else { None }) else {
-        return Ok(());
+        return Ok(None);
     };
-    let identity = crate::auth::identity::current()?;
-    let origin = audit::origin();
     let now = now_seconds();
-    let mut claims = claims_of(&identity, &origin, 0.0);
+    let mut claims = claims_of(source, user_id, token, 0.0);
     let what = serde_json::to_string(&claims).unwrap_or_default();
     let fresh = SENT.with(|s| s.borrow().as_ref().is_some_and(|(w, at)| *w == what && now - at < REFRESH_SECONDS));
     if fresh {
-        return Ok(());
+        return Ok(None);
     }
     claims.t = now;
-    citus::set_local_on_workers("authz.cluster_assertion", &sign(&key, &claims));
     SENT.with(|s| *s.borrow_mut() = Some((what, now)));
-    Ok(())
+    Ok(Some(sign(&key, &claims)))
 }
 
 /// The end of a transaction or subtransaction: Citus forgets the settings it replays with it.
@@ -156,9 +150,18 @@ fn refused(why: &str) -> AuthzError {
     e
 }
 
+/// What another node vouched for: the identity's source (`token`, `login` or `anonymous`), its
+/// principal and verified token.
+pub struct Vouched {
+    pub source: String,
+    pub user_id: Option<String>,
+    pub token: Option<Rc<VerifiedToken>>,
+}
+
 /// The identity of a connection another node opened: from its assertion, or refused.
-pub fn adopt(raw: &[u8]) -> AuthzResult<Identity> {
-    let key = key()?.ok_or_else(|| refused("This node has no cluster key: pg_authz's state was not distributed here."))?;
+pub fn adopt(raw: &[u8]) -> AuthzResult<Vouched> {
+    let key =
+        key()?.ok_or_else(|| refused("This node has no cluster key: pg_authz's state was not distributed here."))?;
     let text = std::str::from_utf8(raw).map_err(|_| refused("The assertion is not text."))?;
     let mut parts = text.split('.');
     let (Some(header), Some(body), Some(mac), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -180,7 +183,9 @@ pub fn adopt(raw: &[u8]) -> AuthzResult<Identity> {
         .ok_or_else(|| refused("The assertion is malformed."))?;
     let age = now_seconds() - claims.t;
     if !(-LIFETIME_SECONDS..=LIFETIME_SECONDS).contains(&age) {
-        return Err(refused(&format!("The assertion was signed {age:.0} s ago; at most {LIFETIME_SECONDS:.0} s are accepted.")));
+        return Err(refused(&format!(
+            "The assertion was signed {age:.0} s ago; at most {LIFETIME_SECONDS:.0} s are accepted."
+        )));
     }
     if claims.g != citus::global_pid() {
         return Err(refused(&format!(
@@ -189,12 +194,9 @@ pub fn adopt(raw: &[u8]) -> AuthzResult<Identity> {
             citus::global_pid()
         )));
     }
-    let source = match claims.s.as_str() {
-        "token" => Source::Token,
-        "login" => Source::Login,
-        "anonymous" => Source::Anonymous,
-        _ => return Err(refused("The assertion names an unknown identity source.")),
-    };
+    if !matches!(claims.s.as_str(), "token" | "login" | "anonymous") {
+        return Err(refused("The assertion names an unknown identity source."));
+    }
     let token = match (&claims.p, &claims.u, &claims.k, claims.e) {
         (Some(p), Some(u), Some(k), Some(e)) => Some(Rc::new(VerifiedToken::vouched(
             u.clone(),
@@ -204,7 +206,7 @@ pub fn adopt(raw: &[u8]) -> AuthzResult<Identity> {
             e,
             claims.n,
         ))),
-        _ if source == Source::Token => return Err(refused("The assertion's token fields are incomplete.")),
+        _ if claims.s == "token" => return Err(refused("The assertion's token fields are incomplete.")),
         _ => None,
     };
     audit::set_origin(Some(audit::Origin {
@@ -212,7 +214,7 @@ pub fn adopt(raw: &[u8]) -> AuthzResult<Identity> {
         client_addr: claims.h,
         via_gpid: Some(claims.g),
     }));
-    Ok(Identity { source, user_id: claims.u, token })
+    Ok(Vouched { source: claims.s, user_id: claims.u, token })
 }
 
 /// A connection another node opened without an assertion, in a distributed database: refused,
@@ -231,7 +233,9 @@ pub fn require_assertion_on_internal_connection() -> AuthzResult<()> {
 fn _new_cluster_secret() -> Vec<u8> {
     let mut secret = vec![0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-        .map_err(|_| AuthzError::new(pgrx::PgSqlErrorCode::ERRCODE_SYSTEM_ERROR, "no randomness available for the cluster key"))
+        .map_err(|_| {
+            AuthzError::new(pgrx::PgSqlErrorCode::ERRCODE_SYSTEM_ERROR, "no randomness available for the cluster key")
+        })
         .or_raise();
     secret
 }

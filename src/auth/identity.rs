@@ -9,8 +9,8 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 
 use crate::audit;
-use crate::auth::{assertion, principals};
 use crate::auth::token::{self, VerifiedToken};
+use crate::auth::{assertion, principals};
 use crate::pg::errors::{AuthzError, AuthzResult, OrRaise};
 use crate::pg::{cache, db, settings, statement};
 
@@ -87,7 +87,13 @@ pub fn current() -> AuthzResult<Identity> {
 fn establish() -> AuthzResult<Identity> {
     // On a connection another Citus node opened: the identity that node verified, or nothing.
     if let Some(raw) = settings::cluster_assertion() {
-        return assertion::adopt(raw);
+        let vouched = assertion::adopt(raw)?;
+        let source = match vouched.source.as_str() {
+            "token" => Source::Token,
+            "login" => Source::Login,
+            _ => Source::Anonymous,
+        };
+        return Ok(Identity { source, user_id: vouched.user_id, token: vouched.token });
     }
     audit::set_origin(None);
     assertion::require_assertion_on_internal_connection()?;

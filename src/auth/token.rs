@@ -47,7 +47,14 @@ impl VerifiedToken {
 
     /// A token another node of the cluster verified and vouched for (src/auth/assertion.rs): the
     /// same payload and fields, so claims, mappings and the time window mean the same here.
-    pub fn vouched(user_id: String, payload: Vec<u8>, kid: String, iss: Option<String>, exp: f64, nbf: Option<f64>) -> Self {
+    pub fn vouched(
+        user_id: String,
+        payload: Vec<u8>,
+        kid: String,
+        iss: Option<String>,
+        exp: f64,
+        nbf: Option<f64>,
+    ) -> Self {
         VerifiedToken { user_id, payload, tree: OnceCell::new(), kid, iss, exp, nbf }
     }
 

@@ -17,11 +17,11 @@ use std::collections::HashMap;
 
 use pgrx::prelude::*;
 
-use crate::auth::assertion;
+use crate::auth::{assertion, identity};
+use crate::pg::citus;
 use crate::pg::db;
 use crate::pg::errors::{AuthzResult, OrRaise};
 use crate::pg::privileged::{self, Rights};
-use crate::pg::citus;
 
 thread_local! {
     /// A statement of this transaction dropped a table in a distributed database.
@@ -41,7 +41,12 @@ fn distributed() -> AuthzResult<bool> {
 /// (data stays on the coordinator; the other nodes get their definitions). Returns the table's oid
 /// afterwards, which that conversion changes.
 pub fn known_to_every_node(tbl: pg_sys::Oid) -> AuthzResult<pg_sys::Oid> {
-    if !distributed()? || citus::is_citus_table(tbl) {
+    if !distributed()? {
+        return Ok(tbl);
+    }
+    // A table an earlier conversion (of a table its foreign keys connect it to) made a shard.
+    let tbl = citus::logical_relation(tbl);
+    if citus::is_citus_table(tbl) {
         return Ok(tbl);
     }
     let name = db::qualified_name(tbl)?;
@@ -54,6 +59,19 @@ pub fn known_to_every_node(tbl: pg_sys::Oid) -> AuthzResult<pg_sys::Oid> {
     })?;
     let converted = db::select_one::<pg_sys::Oid>("SELECT $1::pg_catalog.regclass::pg_catalog.oid", &[name.into()])?;
     Ok(converted.unwrap_or(tbl))
+}
+
+/// Before a statement whose plan reaches other nodes: make this transaction's connections to them
+/// carry the caller's identity, signed (src/auth/assertion.rs).
+pub fn propagate() -> AuthzResult<()> {
+    if !citus::is_active() {
+        return Ok(());
+    }
+    let who = identity::current()?;
+    if let Some(signed) = assertion::for_identity(who.source.as_str(), who.user_id.as_deref(), who.token.as_deref())? {
+        citus::set_local_on_workers("authz.cluster_assertion", &signed);
+    }
+    Ok(())
 }
 
 /// For register_resource_type(): the table as every node knows it (see `known_to_every_node`).
@@ -133,7 +151,8 @@ pub fn resync() -> AuthzResult<usize> {
             )?;
             rewritten += 1;
         }
-        type Row = (pg_sys::Oid, String, String, Option<String>, Option<String>, Option<pgrx::datum::TimestampWithTimeZone>);
+        type Row =
+            (pg_sys::Oid, String, String, Option<String>, Option<String>, Option<pgrx::datum::TimestampWithTimeZone>);
         let protected: Vec<Row> = Spi::connect(|c| {
             c.select(
                 "SELECT tbl::pg_catalog.oid, id_column::pg_catalog.text, resource_type, owner_column::pg_catalog.text,
@@ -226,4 +245,38 @@ fn _prepare_registrations_for_cluster() {
 #[pg_extern(volatile)]
 fn _resync_registrations() -> i64 {
     resync().or_raise() as i64
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn distribute_without_citus_is_a_no_op() {
+        let r = Spi::get_one::<String>("SELECT authz.distribute()").unwrap();
+        assert_eq!(r.as_deref(), Some("single node: nothing to distribute"));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM authz.cluster").unwrap(), Some(0));
+        // Nothing else changed: a table still registers and protects as on any single node.
+        Spi::run(
+            "CREATE TABLE projects (id bigint PRIMARY KEY);
+             SELECT authz.register_resource_type('project', 'projects', 'id');
+             SELECT authz.protect('projects', 'id', 'project');",
+        )
+        .unwrap();
+        let tbl = Spi::get_one::<String>("SELECT tbl::text FROM authz.protected").unwrap();
+        assert_eq!(tbl.as_deref(), Some("projects"));
+    }
+
+    #[pg_test]
+    fn a_dropped_protected_table_is_forgotten_without_citus() {
+        Spi::run(
+            "CREATE TABLE projects (id bigint PRIMARY KEY);
+             SELECT authz.register_resource_type('project', 'projects', 'id');
+             SELECT authz.protect('projects', 'id', 'project');
+             DROP TABLE projects;",
+        )
+        .unwrap();
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM authz.protected").unwrap(), Some(0));
+    }
 }

@@ -27,8 +27,8 @@ use pgrx::pg_sys;
 use crate::audit;
 use crate::auth::assertion;
 use crate::enforce::{cluster, elision, handoff};
-use crate::pg::{citus, privileged};
 use crate::pg::errors::OrRaise;
+use crate::pg::{citus, privileged};
 
 /// PostgreSQL's standard functions, unwrapped: pgrx's bindings would catch an ERROR and re-raise
 /// a copy without its context and object names.
@@ -111,7 +111,7 @@ unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::Query
         // A plan that reaches other Citus nodes carries the caller's identity there (pg_authz's
         // own reads of its reference tables need none).
         if !stmt.is_null() && !privileged::active() && citus::is_distributed_plan((*stmt).planTree) {
-            assertion::propagate().or_raise();
+            cluster::propagate().or_raise();
         }
         leave();
     }

@@ -32,9 +32,10 @@ struct Api {
     is_citus_table: unsafe extern "C-unwind" fn(pg_sys::Oid) -> bool,
 }
 
-// SAFETY (for the Send/Sync below): the struct holds only function pointers into a library that
-// stays loaded for the life of the process.
+// SAFETY: the struct holds only function pointers into a library that stays loaded for the life
+// of the process, and a backend is single-threaded.
 unsafe impl Send for Api {}
+// SAFETY: as above.
 unsafe impl Sync for Api {}
 
 fn symbol(name: &CStr) -> Option<*mut std::ffi::c_void> {
@@ -44,32 +45,32 @@ fn symbol(name: &CStr) -> Option<*mut std::ffi::c_void> {
     (!p.is_null()).then_some(p)
 }
 
+/// The named function of citus.so as a function pointer of type `F`.
+///
+/// # Safety
+/// `F` must be the function pointer type the symbol was compiled with.
+unsafe fn function<F: Copy>(name: &CStr) -> Option<F> {
+    let p = symbol(name)?;
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<*mut std::ffi::c_void>()) };
+    // SAFETY: a function pointer of the symbol's own type, as the caller vouches.
+    Some(unsafe { std::mem::transmute_copy::<*mut std::ffi::c_void, F>(&p) })
+}
+
 fn api() -> Option<&'static Api> {
     static API: OnceLock<Option<Api>> = OnceLock::new();
     API.get_or_init(|| {
-        // SAFETY: each pointer is the named function of citus.so; the signatures are those of
-        // Citus 11 to 13's headers (transaction_management.h, commands.h, distributed_planner.h,
-        // backend_data.h, metadata_cache.h, metadata_utility.h).
+        // SAFETY: the signatures are those of Citus 11 to 13's headers (transaction_management.h,
+        // commands.h, citus_custom_scan.h, backend_data.h, metadata_cache.h).
         unsafe {
             Some(Api {
-                use_coordinated_transaction: std::mem::transmute::<*mut std::ffi::c_void, _>(symbol(
-                    c"UseCoordinatedTransaction",
-                )?),
-                postprocess_variable_set_stmt: std::mem::transmute::<*mut std::ffi::c_void, _>(symbol(
-                    c"PostprocessVariableSetStmt",
-                )?),
-                is_citus_plan: std::mem::transmute::<*mut std::ffi::c_void, _>(symbol(c"IsCitusPlan")?),
-                is_citus_internal_backend: std::mem::transmute::<*mut std::ffi::c_void, _>(symbol(
-                    c"IsCitusInternalBackend",
-                )?),
-                get_global_pid: std::mem::transmute::<*mut std::ffi::c_void, _>(symbol(c"GetGlobalPID")?),
-                lookup_shard_relation: std::mem::transmute::<*mut std::ffi::c_void, _>(symbol(
-                    c"LookupShardRelationFromCatalog",
-                )?),
-                citus_has_been_loaded: std::mem::transmute::<*mut std::ffi::c_void, _>(symbol(
-                    c"CitusHasBeenLoaded",
-                )?),
-                is_citus_table: std::mem::transmute::<*mut std::ffi::c_void, _>(symbol(c"IsCitusTable")?),
+                use_coordinated_transaction: function(c"UseCoordinatedTransaction")?,
+                postprocess_variable_set_stmt: function(c"PostprocessVariableSetStmt")?,
+                is_citus_plan: function(c"IsCitusPlan")?,
+                is_citus_internal_backend: function(c"IsCitusInternalBackend")?,
+                get_global_pid: function(c"GetGlobalPID")?,
+                lookup_shard_relation: function(c"LookupShardRelationFromCatalog")?,
+                citus_has_been_loaded: function(c"CitusHasBeenLoaded")?,
+                is_citus_table: function(c"IsCitusTable")?,
             })
         }
     })
@@ -259,12 +260,9 @@ unsafe extern "C-unwind" fn walk(node: *mut pg_sys::Node, context: *mut std::ffi
     // SAFETY: PostgreSQL's own tree walkers hand us valid nodes of the tree being walked.
     unsafe {
         match (*node).type_ {
-            pg_sys::NodeTag::T_Query => pg_sys::query_tree_walker(
-                node.cast(),
-                Some(walk),
-                context,
-                pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
-            ),
+            pg_sys::NodeTag::T_Query => {
+                pg_sys::query_tree_walker(node.cast(), Some(walk), context, pg_sys::QTW_EXAMINE_RTES_BEFORE as i32)
+            }
             pg_sys::NodeTag::T_RangeTblEntry => {
                 let rte = node as *mut pg_sys::RangeTblEntry;
                 if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION {

@@ -102,7 +102,8 @@ pub fn init() {
     unsafe {
         pg_sys::DefineCustomStringVariable(
             c"authz.cluster_assertion".as_ptr(),
-            c"Set by pg_authz on Citus's connections between nodes: the identity the originating node verified.".as_ptr(),
+            c"Set by pg_authz on Citus's connections between nodes: the identity the originating node verified."
+                .as_ptr(),
             c"Signed with the cluster key authz.distribute() provisions; never set it yourself.".as_ptr(),
             &raw mut CLUSTER_ASSERTION,
             c"".as_ptr(),
