@@ -550,6 +550,68 @@ fn b3_rows_authz_login() {
     inv.finish();
 }
 
+/// A resource table protected by its own id (its policies read the table itself), distributed, and
+/// owned by a role that is not a superuser: FORCE ROW LEVEL SECURITY applies to its owner on every
+/// node, and pg_authz still reads it whole for resolution.
+#[test]
+fn b4_self_protected_distributed_table_of_an_ordinary_owner() {
+    let mut inv =
+        Inventory::new("a self-protected distributed table owned by an ordinary role: same rows on every node");
+    let p = setup(Layout::ReferenceBefore, &mut inv);
+    let mut su = p.c.coordinator.superuser();
+    for (what, sql) in [
+        ("CREATE ROLE notes_owner", "CREATE ROLE notes_owner LOGIN; GRANT CREATE ON SCHEMA public TO notes_owner"),
+        (
+            "notes_owner creates and distributes notes (by id)",
+            "SET ROLE notes_owner;
+             CREATE TABLE notes (id bigint PRIMARY KEY, project_id bigint NOT NULL, body text);
+             SELECT create_distributed_table('notes', 'id');
+             INSERT INTO notes SELECT g, 1 + g % 3, 'note ' || g FROM generate_series(1, 300) g;
+             GRANT SELECT ON notes TO alice_login, app;
+             RESET ROLE",
+        ),
+        (
+            "register and protect notes by its own id",
+            "SELECT authz.register_resource_type('note', 'notes', 'id', 'project', 'project_id');
+             SELECT authz.protect('notes', 'id', 'note');
+             SELECT authz.allow('viewer', 'note', '*', 'read')",
+        ),
+    ] {
+        let marks = p.c.marks();
+        let r = su.batch_execute(sql);
+        inv.step(&p.c, &marks, "coordinator", what, r);
+    }
+    let expected: Vec<i64> = su
+        .query("SELECT id FROM notes WHERE project_id IN (1, 3) ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let forced: bool =
+        su.query_one("SELECT relforcerowsecurity FROM pg_class WHERE oid = 'notes'::regclass", &[]).unwrap().get(0);
+    inv.require(forced, "coordinator", "notes has FORCE ROW LEVEL SECURITY", format!("{forced}"));
+    for n in p.c.nodes() {
+        for role in ["alice_login", "app+token"] {
+            let mut c = n.connect(if role == "alice_login" { "alice_login" } else { "app" });
+            let mut tx = c.transaction().unwrap();
+            if role != "alice_login" {
+                tx.batch_execute(&format!("SET LOCAL authz.token = '{}'", token("alice"))).unwrap();
+            }
+            let marks = p.c.marks();
+            let r = tx
+                .query("SELECT id FROM notes ORDER BY id", &[])
+                .map(|rs| rs.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>());
+            inv.require(
+                matches!(&r, Ok(ids) if *ids == expected),
+                &n.name,
+                &format!("{role}: alice's notes ({} in project 1 and the public project 3)", expected.len()),
+                format!("{:?}\n{}", r.as_ref().map(Vec::len).map_err(describe), p.c.errors_since(&marks)),
+            );
+        }
+    }
+    inv.finish();
+}
+
 // ------------------------------------------------------------------------------------------------
 // Tokens that must fail
 

@@ -50,7 +50,8 @@ pub fn known_to_every_node(tbl: pg_sys::Oid) -> AuthzResult<pg_sys::Oid> {
         return Ok(tbl);
     }
     let name = db::qualified_name(tbl)?;
-    privileged::run(Rights::OwnerOf(tbl), || {
+    // As superuser, like pg_authz's other DDL on Citus tables (see templates::run_as_owner).
+    privileged::run(Rights::Superuser, || {
         // With the tables its foreign keys connect it to: Citus requires them to come along.
         Spi::run_with_args(
             "SELECT pg_catalog.citus_add_local_table_to_metadata($1::pg_catalog.regclass, cascade_via_foreign_keys => true)",

@@ -449,9 +449,14 @@ impl Drop for Installing {
     }
 }
 
-/// Run a table's statements one at a time as its owner.
+/// Run a table's statements one at a time as its owner — or, for a Citus table, as superuser, like
+/// the rest of pg_authz's DDL on it: Citus relays DDL over connections of the role that issues it,
+/// and two roles' DDL on the same shards in one transaction (register_resource_type()'s trigger,
+/// then protect()'s policies) deadlock. These statements run no code of the table's owner either way
+/// (policy expressions are stored, not evaluated).
 fn run_as_owner(table: pg_sys::Oid, statements: &[String]) -> AuthzResult<()> {
-    privileged::run(Rights::OwnerOf(table), || {
+    let rights = if crate::pg::citus::is_citus_table(table) { Rights::Superuser } else { Rights::OwnerOf(table) };
+    privileged::run(rights, || {
         for s in statements {
             Spi::run(s)?;
         }

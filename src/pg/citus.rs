@@ -173,6 +173,12 @@ thread_local! {
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
+/// This node holds all of the table's rows: a reference table, or a Citus local table on the
+/// coordinator (pg_authz's own reads use that placement, src/enforce/hooks.rs).
+pub fn has_local_placement(rel: pg_sys::Oid) -> bool {
+    local_placement(rel).is_some()
+}
+
 /// This node's placement of a reference table (or of a Citus local table, on the coordinator).
 fn local_placement(rel: pg_sys::Oid) -> Option<pg_sys::Oid> {
     if !is_citus_table(rel) {

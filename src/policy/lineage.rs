@@ -382,6 +382,31 @@ enum Select<'a> {
 }
 
 /// Read rows of `rt` as its table's owner.
+/// The rights a resource table's rows are read with: its owner's (exempt from its own FORCE ROW
+/// LEVEL SECURITY, and nothing the owner wrote runs with more), except for a Citus table read on
+/// other nodes. There the read runs in sessions Citus opens as the current role, where no exemption
+/// travels: a FORCE'd table owned by its (non-superuser) owner would be filtered for an identity
+/// that connection does not have. Such a table is read as superuser — as long as every column read
+/// has a built-in type, so that the only code it runs (the casts to text, the comparisons) is
+/// PostgreSQL's own.
+fn reading_rights(rt: &ResourceType) -> Rights {
+    let Some(table) = rt.table else { return Rights::Superuser };
+    let columns = [&rt.id_column, &rt.parent_column, &rt.public_column, &rt.owner_column];
+    let built_in = columns.iter().filter_map(|c| c.as_ref()).all(|c| {
+        let Ok(name) = std::ffi::CString::new(c.as_str()) else { return false };
+        // SAFETY: catalog lookups by relation oid and a NUL-terminated column name.
+        unsafe {
+            let attnum = pg_sys::get_attnum(table, name.as_ptr());
+            attnum > 0 && pg_sys::get_atttype(table, attnum).to_u32() < pg_sys::FirstNormalObjectId
+        }
+    });
+    if built_in && crate::pg::citus::is_citus_table(table) && !crate::pg::citus::has_local_placement(table) {
+        Rights::Superuser
+    } else {
+        Rights::OwnerOf(table)
+    }
+}
+
 fn read(rt: &ResourceType, select: Select<'_>) -> AuthzResult<Vec<Row>> {
     let (Some(table), Some(id_column)) = (rt.table, rt.id_column.as_ref()) else {
         return Err(AuthzError::invalid(format!("resource type \"{}\" has no table", rt.name))
@@ -452,7 +477,7 @@ fn read(rt: &ResourceType, select: Select<'_>) -> AuthzResult<Vec<Row>> {
         "SELECT {id}::pg_catalog.text, {parent_expr}, {public_expr}, {owner_expr} FROM {table_name}
          WHERE {id} IS NOT NULL AND {condition}"
     );
-    let rows: Vec<Row> = privileged::run(Rights::OwnerOf(table), || {
+    let rows: Vec<Row> = privileged::run(reading_rights(rt), || {
         Spi::connect(|client| {
             let params: Vec<pgrx::datum::DatumWithOid> = match (args.pop(), &text_arg) {
                 (Some(a), _) => vec![a.into()],
@@ -689,7 +714,7 @@ pub fn type_size(rt: &ResourceType) -> AuthzResult<usize> {
         let table_name = db::qualified_name(table)?;
         // Read-only SPI (Spi::get_one would not be): this may run in a parallel worker.
         let query = format!("SELECT pg_catalog.count(*) FROM {table_name}");
-        privileged::run(Rights::OwnerOf(table), || db::select_one::<i64>(&query, &[]))?.unwrap_or(0) as usize
+        privileged::run(reading_rights(rt), || db::select_one::<i64>(&query, &[]))?.unwrap_or(0) as usize
     };
     with_level(rt, |l| l.count = Some(n));
     Ok(n)
