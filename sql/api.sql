@@ -627,3 +627,7 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION authz.distribute() FROM PUBLIC;
+-- Its helpers (and the drop trigger's) act with pg_authz's rights: never callable directly.
+REVOKE ALL ON FUNCTION authz._new_cluster_secret(), authz._known_to_every_node(oid),
+    authz._resync_if_distributed(oid[], text[]), authz._prepare_registrations_for_cluster(),
+    authz._resync_registrations() FROM PUBLIC;

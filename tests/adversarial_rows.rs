@@ -408,6 +408,14 @@ fn policy_tables_and_admin_api_are_closed() {
         "SELECT authz._require_manage('principals')",
         "SELECT authz._add_rule('viewer', 'session', '*', 'write', 'allow')",
         "SELECT authz._ensure_role('god')",
+        // Citus: distribute() and its helpers act with pg_authz's rights (no Citus here: the
+        // privilege check comes first all the same).
+        "SELECT authz.distribute()",
+        "SELECT authz._new_cluster_secret()",
+        "SELECT authz._known_to_every_node('images'::regclass::oid)",
+        "SELECT authz._resync_if_distributed('{}', '{}')",
+        "SELECT authz._prepare_registrations_for_cluster()",
+        "SELECT authz._resync_registrations()",
     ] {
         assert_eq!(code(eve.batch_execute(sql)), SqlState::INSUFFICIENT_PRIVILEGE, "{sql}");
     }
