@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use citus::CitusCluster;
 use common::{token, Client, KID, SECRET};
-use support::{median, ms};
+use support::{median, ms, write_section};
 
 struct Mode {
     name: &'static str,
@@ -289,21 +289,6 @@ fn report(mode: &Mode, rows: &[Row], plans: &[(String, String)], secs: f64) -> S
     md
 }
 
-fn write_section(section: &str) {
-    let path = "BENCHMARKS.md";
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let heading = "## Citus (make bench)";
-    let out = match text.find(heading) {
-        Some(start) => {
-            let rest = &text[start + heading.len()..];
-            let end = rest.find("\n## ").map(|i| start + heading.len() + i + 1).unwrap_or(text.len());
-            format!("{}{}{}", &text[..start], section, &text[end..])
-        }
-        None => format!("{}\n{section}", text.trim_end()),
-    };
-    std::fs::write(path, out).expect("write BENCHMARKS.md");
-}
-
 fn main() {
     let mode = if std::env::args().any(|a| a == "full") { FULL } else { QUICK };
     let started = Instant::now();
@@ -318,6 +303,6 @@ fn main() {
     eprintln!("== measuring with citus.max_cached_conns_per_worker = 4…");
     rows.extend(measure(&cluster, &callers, &mode, 4).0);
     let md = report(&mode, &rows, &plans, started.elapsed().as_secs_f64());
-    write_section(&md);
+    write_section("## Citus (make bench)", &md);
     println!("{md}");
 }

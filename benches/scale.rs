@@ -14,7 +14,7 @@
 mod common;
 mod support;
 
-use support::{backend_cpu_ns, median, ms};
+use support::{backend_cpu_ns, median, ms, write_section};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -1194,30 +1194,6 @@ Cold figures time the first statement on a new connection (not the connection it
 
 /// Replace the `## Scaling (make bench)` section of BENCHMARKS.md (up to the next `## ` heading
 /// or the end), or append it.
-fn write_section(section: &str) {
-    let path = "BENCHMARKS.md";
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let heading = "## Scaling (make bench)";
-    let out = match text.find(heading) {
-        Some(start) => {
-            let rest = &text[start + heading.len()..];
-            let end = rest.find("\n## ").map(|i| start + heading.len() + i + 1).unwrap_or(text.len());
-            format!("{}{}{}", &text[..start], section, &text[end..])
-        }
-        None => {
-            let sep = if text.is_empty() || text.ends_with("\n\n") {
-                ""
-            } else if text.ends_with('\n') {
-                "\n"
-            } else {
-                "\n\n"
-            };
-            format!("{text}{sep}{section}")
-        }
-    };
-    std::fs::write(path, out).unwrap();
-}
-
 /// The installed library (size and modification time), so a report says which build it measured.
 fn installed_library() -> Option<(u64, std::time::SystemTime)> {
     let lib = std::path::Path::new(common::BIN).parent()?.join("lib/pg_authz.so");
@@ -1292,6 +1268,6 @@ fn main() {
     if let Some(i) = md.find("\n\n**Method.**") {
         md.insert_str(i, &format!(" {build}"));
     }
-    write_section(&md);
+    write_section("## Scaling (make bench)", &md);
     println!("{md}");
 }

@@ -1,4 +1,4 @@
-//! Measuring helpers shared by the benchmarks (benches/pg_authz_bench.rs, benches/scale.rs).
+//! Measuring helpers shared by the benchmarks (benches/pg_authz_bench.rs, benches/scale.rs, benches/citus.rs).
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -30,4 +30,21 @@ pub fn backend_cpu_ns(pid: i32) -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
         .unwrap_or(0)
+}
+
+/// Replace the section of BENCHMARKS.md that starts with `heading` (up to the next `## `) with
+/// `section`, or append it: each benchmark rewrites only its own section.
+pub fn write_section(heading: &str, section: &str) {
+    let path = "BENCHMARKS.md";
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let out = match text.find(heading) {
+        Some(start) => {
+            let rest = &text[start + heading.len()..];
+            let end = rest.find("\n## ").map(|i| start + heading.len() + i + 1).unwrap_or(text.len());
+            format!("{}{}{}", &text[..start], section, &text[end..])
+        }
+        None if text.trim().is_empty() => section.to_string(),
+        None => format!("{}\n\n{section}", text.trim_end()),
+    };
+    std::fs::write(path, out).expect("write BENCHMARKS.md");
 }

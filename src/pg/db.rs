@@ -111,3 +111,28 @@ pub fn select_one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
         }
     })?)
 }
+
+/// `set_config_option` for a session-sourced value: `GUC_ACTION_SAVE` sets it at the current
+/// settings level (`NewGUCNestLevel`), undone when that level is popped or the transaction aborts.
+pub fn set_config(
+    name: &CStr,
+    value: &CStr,
+    context: pg_sys::GucContext::Type,
+    action: pg_sys::GucAction::Type,
+    elevel: u32,
+) {
+    // SAFETY: NUL-terminated name and value that outlive the call; PostgreSQL copies the value, and
+    // an unacceptable one raises `elevel`.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            context,
+            pg_sys::GucSource::PGC_S_SESSION,
+            action,
+            true,
+            elevel as i32,
+            false,
+        );
+    }
+}

@@ -22,7 +22,11 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
+use crate::pg::db;
 use crate::pg::errors::{AuthzError, AuthzResult};
+
+const SAVE: pg_sys::GucAction::Type = pg_sys::GucAction::GUC_ACTION_SAVE;
+const ERROR: u32 = pgrx::PgLogLevel::ERROR as u32;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Rights {
@@ -103,32 +107,13 @@ where
         pg_sys::SetUserIdAndSecContext(user, saved_context | flags as i32);
         let level = pg_sys::NewGUCNestLevel();
         for (name, value) in PINNED_SETTINGS {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                pgrx::PgLogLevel::ERROR as i32,
-                false,
-            );
+            db::set_config(name, value, pg_sys::GucContext::PGC_USERSET, SAVE, ERROR);
         }
         for name in CITUS_SETTINGS {
             // A lookup by a static name: NULL when Citus did not define the setting.
-            if pg_sys::GetConfigOption(name.as_ptr(), true, false).is_null() {
-                continue;
+            if !pg_sys::GetConfigOption(name.as_ptr(), true, false).is_null() {
+                db::set_config(name, c"on", pg_sys::GucContext::PGC_SUSET, SAVE, ERROR);
             }
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                c"on".as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                pgrx::PgLogLevel::ERROR as i32,
-                false,
-            );
         }
         level
     };

@@ -187,35 +187,30 @@ pub fn init() {
     }
 }
 
+/// A string setting's bytes; `None` when unset or empty.
+///
+/// # Safety
+/// `ptr` is a string GUC's variable, which the GUC machinery keeps valid until the next assignment
+/// (the backend is single-threaded; callers copy what they keep).
+unsafe fn non_empty(ptr: *const c_char) -> Option<&'static [u8]> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated string owned by the GUC machinery, as the caller vouches.
+    let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+    (!bytes.is_empty()).then_some(bytes)
+}
+
 /// The raw `authz.token` value; `None` when unset or empty.
 pub fn token() -> Option<&'static [u8]> {
-    // SAFETY: the GUC machinery keeps this pointer valid until the next assignment, and the
-    // backend is single-threaded; callers copy what they keep.
-    unsafe {
-        let ptr = TOKEN;
-        if ptr.is_null() {
-            return None;
-        }
-        let bytes = CStr::from_ptr(ptr).to_bytes();
-        if bytes.is_empty() {
-            None
-        } else {
-            Some(bytes)
-        }
-    }
+    // SAFETY: the variable of the `authz.token` GUC.
+    unsafe { non_empty(TOKEN) }
 }
 
 /// `authz.cluster_assertion`, when set.
 pub fn cluster_assertion() -> Option<&'static [u8]> {
-    // SAFETY: as for token().
-    unsafe {
-        let ptr = CLUSTER_ASSERTION;
-        if ptr.is_null() {
-            return None;
-        }
-        let bytes = CStr::from_ptr(ptr).to_bytes();
-        (!bytes.is_empty()).then_some(bytes)
-    }
+    // SAFETY: the variable of the `authz.cluster_assertion` GUC.
+    unsafe { non_empty(CLUSTER_ASSERTION) }
 }
 
 pub fn token_epoch() -> u64 {
@@ -297,19 +292,8 @@ pub fn parallel_handoff() -> Option<String> {
 /// Fails only for a value PostgreSQL cannot hold (a NUL byte).
 pub fn assign(name: &CStr, value: &str, context: pg_sys::GucContext::Type, local: bool, elevel: u32) -> Result<(), ()> {
     let value = CString::new(value).map_err(|_| ())?;
-    // SAFETY: NUL-terminated name and value that outlive the call; PostgreSQL copies the value.
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            context,
-            pg_sys::GucSource::PGC_S_SESSION,
-            if local { pg_sys::GucAction::GUC_ACTION_LOCAL } else { pg_sys::GucAction::GUC_ACTION_SET },
-            true,
-            elevel as i32,
-            false,
-        );
-    }
+    let action = if local { pg_sys::GucAction::GUC_ACTION_LOCAL } else { pg_sys::GucAction::GUC_ACTION_SET };
+    crate::pg::db::set_config(name, &value, context, action, elevel);
     Ok(())
 }
 
