@@ -98,6 +98,34 @@ fn no_token_reaches_pg_stat_statements_or_the_server_log() {
     assert_eq!(set_entries, 1, "one pg_stat_statements entry for every SET LOCAL authz.token: {statements:?}");
 }
 
+/// `pg_stat_activity.query` is visible to every session of the same role — the other clients of a
+/// pooled login — and keeps a backend's last statement while it sits idle in a transaction.
+#[test]
+fn no_token_reaches_pg_stat_activity() {
+    let c = Cluster::start_with(SETTINGS);
+    c.create_login("app");
+    c.add_test_key();
+    fixture(&c, &["app"]);
+    let token = mint("alice", now() + 3600);
+    let mut watcher = c.connect("app");
+    for statement in [
+        format!("SET LOCAL authz.token = '{token}'"),
+        format!("SELECT authz.login('{token}')"),
+        format!("SELECT 1; SET LOCAL authz.token = '{token}'; SELECT 2"),
+    ] {
+        let mut holder = c.connect("app");
+        let pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        holder.batch_execute("BEGIN").unwrap();
+        holder.batch_execute(&statement).unwrap();
+        // The holder is idle in its transaction now: pg_stat_activity keeps its last statement.
+        let seen: String =
+            watcher.query_one("SELECT query FROM pg_stat_activity WHERE pid = $1", &[&pid]).unwrap().get(0);
+        assert!(!seen.contains(signature(&token)), "{statement}: pg_stat_activity shows the token: {seen}");
+        assert!(seen.contains("[redacted token]"), "{statement}: {seen}");
+        holder.batch_execute("ROLLBACK").unwrap();
+    }
+}
+
 #[test]
 fn doctor_warns_when_pg_authz_is_not_preloaded() {
     let c = Cluster::start();

@@ -98,6 +98,7 @@ unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::Query
     // SAFETY: `query_desc` is the executor's own descriptor, valid for this call.
     unsafe {
         let stmt = (*query_desc).plannedstmt;
+        mask_activity((*query_desc).sourceText);
         // What runs here (resolution, identity) is part of the statement, not one of its own.
         enter();
         if pg_sys::ParallelWorkerNumber < 0 {
@@ -234,6 +235,27 @@ unsafe extern "C-unwind" fn masked_statement(
         if let Some((p, q)) = redacted_statement(pstmt, query_string) {
             *out_pstmt = p;
             *out_query_string = q;
+            mask_activity(query_string);
+        }
+    }
+}
+
+/// `pg_stat_activity.query` shows what a backend runs — and, idle in a transaction, what it ran
+/// last — to every session of the same role (the other clients of a pooled login, or anyone who
+/// reads it on a Citus worker). When the text carries a token (or a cluster assertion), report it
+/// again with them masked: PostgreSQL reported the raw text just before parsing it.
+///
+/// # Safety
+/// `query_string` is null or the NUL-terminated text of the current top-level statement.
+unsafe fn mask_activity(query_string: *const std::ffi::c_char) {
+    // SAFETY: per the contract; the masked copy is NUL-free (mask_c returns a CString) and
+    // pgstat_report_activity copies it into shared memory.
+    unsafe {
+        if DEPTH.with(|d| d.get()) != 0 {
+            return;
+        }
+        if let Some(masked) = crate::pg::redact::mask_c(query_string) {
+            pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, masked.as_ptr());
         }
     }
 }
