@@ -31,13 +31,44 @@ unsafe fn planning_set(type_arg: *mut pg_sys::Node, action_arg: *mut pg_sys::Nod
     }
 }
 
+/// Is `column` a column of a Citus table (not of a shard placement) in this query? Citus never runs
+/// the plan a node makes of such a table: it sends the statement to the shards, whose own planning
+/// asks again. Resolving the caller's set here would only read the resource tables through Citus
+/// for nothing (for a broad caller, most of a new coordinator backend's first statement).
+unsafe fn column_of_a_citus_table(root: *mut pg_sys::PlannerInfo, column: *mut pg_sys::Node) -> bool {
+    // SAFETY: `root` is the planner's (null-checked) and `column` a node of the call being planned;
+    // the range table entry is read through the planner's array, bounds-checked.
+    unsafe {
+        let mut arg = column;
+        while !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_RelabelType {
+            arg = (*(arg as *mut pg_sys::RelabelType)).arg.cast();
+        }
+        if arg.is_null() || root.is_null() || (*arg).type_ != pg_sys::NodeTag::T_Var {
+            return false;
+        }
+        let var = arg as *mut pg_sys::Var;
+        let varno = (*var).varno;
+        if (*var).varlevelsup != 0
+            || varno <= 0
+            || varno >= (*root).simple_rel_array_size
+            || (*root).simple_rte_array.is_null()
+        {
+            return false;
+        }
+        let rte = *(*root).simple_rte_array.add(varno as usize);
+        !rte.is_null()
+            && (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
+            && crate::pg::citus::is_citus_table((*rte).relid)
+    }
+}
+
 /// The selectivity of `permits(col, type, action)`: the fraction of the type's ids the caller may
 /// use. Only an estimate (a cached plan may run under another identity); correctness never
 /// depends on it. Without an answer the planner keeps its default.
 unsafe fn selectivity(req: *mut pg_sys::SupportRequestSelectivity) -> bool {
     // SAFETY: `req` is the planner's SupportRequestSelectivity for a call of authz.permits, valid for this call; every pointer reached from it is null-checked.
     unsafe {
-        if (*req).is_join {
+        if (*req).is_join || column_of_a_citus_table((*req).root, list_nth((*req).args, 0)) {
             return false;
         }
         let Some(p) = planning_set(list_nth((*req).args, 1), list_nth((*req).args, 2)) else { return false };
@@ -173,7 +204,11 @@ unsafe fn index_condition(req: *mut pg_sys::SupportRequestIndexCondition) -> *mu
             return std::ptr::null_mut();
         }
         let node = (*req).node;
-        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_FuncExpr || !worth_an_index_condition(req) {
+        if node.is_null()
+            || (*node).type_ != pg_sys::NodeTag::T_FuncExpr
+            || column_of_a_citus_table((*req).root, list_nth((*(node as *mut pg_sys::FuncExpr)).args, 0))
+            || !worth_an_index_condition(req)
+        {
             return std::ptr::null_mut();
         }
         let args = (*(node as *mut pg_sys::FuncExpr)).args;
