@@ -141,16 +141,17 @@ END
 $$;
 CREATE OR REPLACE FUNCTION authz._on_drop_forget_tables() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped oid[];
+    names text[];
 BEGIN
-    IF pg_catalog.current_setting('application_name') OPERATOR(pg_catalog.~~) 'citus\_internal gpid=%'
-       OR authz._resync_if_distributed(
-              ARRAY(SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table'),
-              ARRAY(SELECT object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table')) THEN
+    SELECT coalesce(pg_catalog.array_agg(d.objid), '{}'), coalesce(pg_catalog.array_agg(d.object_identity), '{}')
+      INTO dropped, names
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d WHERE d.object_type OPERATOR(pg_catalog.=) 'table';
+    IF authz._resync_if_distributed(dropped, names) THEN
         RETURN;
     END IF;
-    DELETE FROM authz.protected
-    WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY(
-        SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table'));
+    DELETE FROM authz.protected WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (dropped);
 END
 $$;
 

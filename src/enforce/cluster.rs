@@ -31,17 +31,12 @@ thread_local! {
     static DROPPED: RefCell<HashMap<u32, String>> = RefCell::new(HashMap::new());
 }
 
-/// pg_authz's own tables are Citus reference tables here.
-fn distributed() -> AuthzResult<bool> {
-    assertion::distributed()
-}
-
 /// `tbl`, made known to every node of the cluster when the database is distributed: a table Citus
 /// does not manage yet becomes a Citus local table, with the tables its foreign keys connect it to
 /// (data stays on the coordinator; the other nodes get their definitions). Returns the table's oid
 /// afterwards, which that conversion changes.
 pub fn known_to_every_node(tbl: pg_sys::Oid) -> AuthzResult<pg_sys::Oid> {
-    if !distributed()? {
+    if !assertion::distributed()? {
         return Ok(tbl);
     }
     // A table an earlier conversion (of a table its foreign keys connect it to) made a shard.
@@ -81,11 +76,16 @@ fn _known_to_every_node(tbl: pg_sys::Oid) -> pg_sys::Oid {
     known_to_every_node(tbl).or_raise()
 }
 
-/// For the drop event trigger: in a distributed database, rewrite the registrations before this
-/// transaction commits (and return true: the trigger has nothing else to do); else false.
+/// For the drop event trigger: true when it has nothing to do here — on a connection Citus opened
+/// (the node the DROP was issued on takes care of the replicated registrations), or in a
+/// distributed database, where the registrations are rewritten before this transaction commits.
+/// False on a single node: forget the dropped tables by oid.
 #[pg_extern(volatile)]
 fn _resync_if_distributed(dropped: Vec<pg_sys::Oid>, names: Vec<String>) -> bool {
-    let distributed = distributed().or_raise();
+    if citus::is_internal_backend() {
+        return true;
+    }
+    let distributed = assertion::distributed().or_raise();
     if distributed {
         RESYNC_AT_COMMIT.with(|r| r.set(true));
         DROPPED.with(|d| d.borrow_mut().extend(dropped.iter().map(|o| o.to_u32()).zip(names)));
@@ -113,7 +113,7 @@ pub fn before_commit() -> AuthzResult<()> {
     // Before commit no statement is running: these queries need a snapshot of their own.
     // SAFETY: pushed and popped here (an ERROR aborts the transaction, which pops it).
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-    let result = if distributed()? { resync().map(|_| ()) } else { Ok(()) };
+    let result = if assertion::distributed()? { resync().map(|_| ()) } else { Ok(()) };
     // SAFETY: pops the snapshot pushed above.
     unsafe { pg_sys::PopActiveSnapshot() };
     result

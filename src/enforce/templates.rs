@@ -761,20 +761,21 @@ CREATE EVENT TRIGGER authz_protect_partitions ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION authz._on_ddl_protect_partitions();
 
 -- A dropped table is no longer protected: forget it (its policies went with it). On Citus the node
--- the DROP was issued on rewrites the (replicated) registrations by name before commit
--- (src/enforce/cluster.rs); the nodes Citus relays the DROP to do nothing.
+-- the DROP was issued on rewrites the (replicated) registrations by name before commit, and the
+-- nodes Citus relays the DROP to do nothing (src/enforce/cluster.rs).
 CREATE FUNCTION authz._on_drop_forget_tables() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped oid[];
+    names text[];
 BEGIN
-    IF pg_catalog.current_setting('application_name') OPERATOR(pg_catalog.~~) 'citus\_internal gpid=%'
-       OR authz._resync_if_distributed(
-              ARRAY(SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table'),
-              ARRAY(SELECT object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table')) THEN
+    SELECT coalesce(pg_catalog.array_agg(d.objid), '{}'), coalesce(pg_catalog.array_agg(d.object_identity), '{}')
+      INTO dropped, names
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d WHERE d.object_type OPERATOR(pg_catalog.=) 'table';
+    IF authz._resync_if_distributed(dropped, names) THEN
         RETURN;
     END IF;
-    DELETE FROM authz.protected
-    WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY(
-        SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type OPERATOR(pg_catalog.=) 'table'));
+    DELETE FROM authz.protected WHERE tbl::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (dropped);
 END
 $$;
 CREATE EVENT TRIGGER authz_forget_dropped_tables ON sql_drop

@@ -1,4 +1,4 @@
-//! A throwaway Citus cluster for tests/citus.rs: a coordinator and two workers, each its own data
+//! A throwaway Citus cluster for tests/citus.rs and benches/citus.rs: a coordinator and two workers, each its own data
 //! directory under /tmp and its own port, run as the postgres OS user, `citus` preloaded first and
 //! `pg_authz` after it, trust authentication on 127.0.0.1 so the nodes connect to each other.
 //! Drop stops every node and removes the directories, also after a panic (PG_AUTHZ_IT_KEEP keeps
@@ -114,10 +114,6 @@ impl Node {
         self.dir.join("server.log")
     }
 
-    pub fn log_contents(&self) -> String {
-        std::fs::read(self.log_path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-    }
-
     /// Where the log ends now (for `log_since`).
     pub fn log_mark(&self) -> usize {
         std::fs::metadata(self.log_path()).map(|m| m.len() as usize).unwrap_or(0)
@@ -151,13 +147,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if self.data_dir().join("postmaster.pid").exists() {
-            let data = self.data_dir();
-            let _ = as_pg("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
-        }
-        if std::env::var_os("PG_AUTHZ_IT_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        crate::common::stop_and_remove(&self.data_dir(), &self.dir);
     }
 }
 
@@ -330,10 +320,6 @@ impl Inventory {
     /// An observation that is not itself a requirement (how Citus behaves, a workaround's effect).
     pub fn observe(&mut self, node: &str, what: &str, detail: impl Into<String>) {
         self.note(format!("INFO  [{node}] {what}: {}", detail.into()));
-    }
-
-    pub fn failed(&self) -> bool {
-        !self.failures.is_empty()
     }
 
     pub fn finish(self) {

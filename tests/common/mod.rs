@@ -175,13 +175,18 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self.data_dir().join("postmaster.pid").exists() {
-            let data = self.data_dir();
-            let _ = as_pg("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
-        }
-        if std::env::var_os("PG_AUTHZ_IT_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        stop_and_remove(&self.data_dir(), &self.dir);
+    }
+}
+
+/// Stop the server of `data` (if it runs) and remove `dir`, unless PG_AUTHZ_IT_KEEP is set: what a
+/// throwaway server's Drop does, also after a panic.
+pub fn stop_and_remove(data: &Path, dir: &Path) {
+    if data.join("postmaster.pid").exists() {
+        let _ = as_pg("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+    }
+    if std::env::var_os("PG_AUTHZ_IT_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
