@@ -30,7 +30,7 @@ use crate::audit;
 use crate::auth::token::VerifiedToken;
 use crate::pg::errors::{AuthzError, AuthzResult};
 use crate::pg::privileged::{self, Rights};
-use crate::pg::{cache, citus, settings};
+use crate::pg::{cache, citus};
 
 /// The assertion's header, fixed: its encoding starts with `ey` like a JWT's.
 const HEADER: &str = r#"{"typ":"pg_authz-assertion","v":1}"#;
@@ -217,10 +217,10 @@ pub fn adopt(raw: &[u8]) -> AuthzResult<Vouched> {
     Ok(Vouched { source: claims.s, user_id: claims.u, token })
 }
 
-/// A connection another node opened without an assertion, in a distributed database: refused,
-/// never run as whoever the login maps to.
+/// A connection another node opened without an assertion (the caller found none), in a distributed
+/// database: refused, never run as whoever the login maps to.
 pub fn require_assertion_on_internal_connection() -> AuthzResult<()> {
-    if settings::cluster_assertion().is_none() && citus::is_internal_backend() && distributed()? {
+    if citus::is_internal_backend() && distributed()? {
         return Err(refused(
             "Citus opened this connection from another node without the identity pg_authz sends with distributed statements.",
         ));
@@ -228,9 +228,20 @@ pub fn require_assertion_on_internal_connection() -> AuthzResult<()> {
     Ok(())
 }
 
-/// A new cluster key (32 random bytes), for authz.distribute().
+/// A new cluster key (32 random bytes), for authz.distribute(): refused when this backend cannot
+/// carry identities to the other nodes (citus.so not loaded, or without a function pg_authz calls),
+/// which would leave the workers refusing every protected statement.
 #[pg_extern(volatile)]
 fn _new_cluster_secret() -> Vec<u8> {
+    if !citus::is_active() {
+        AuthzError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "pg_authz cannot use Citus in this backend",
+        )
+        .detail("citus.so is not loaded here, or lacks a function pg_authz calls (tested with Citus 13.2).")
+        .hint("Preload both on every node: shared_preload_libraries = 'citus,pg_authz'.")
+        .raise();
+    }
     let mut secret = vec![0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
         .map_err(|_| {

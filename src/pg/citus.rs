@@ -14,7 +14,7 @@
 //! - which logical table a shard placement belongs to (`LookupShardRelationFromCatalog`).
 //!
 //! Every symbol is looked up together: a Citus without one of them is treated as absent for the
-//! cluster features (and `authz.distribute()` says so), never half-used.
+//! cluster features (and `authz.distribute()` refuses to run), never half-used.
 
 use std::ffi::{c_char, CStr};
 use std::sync::OnceLock;
